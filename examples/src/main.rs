@@ -1,0 +1,3 @@
+//! The site-to-site gateway (work in progress).
+
+fn main() {}
