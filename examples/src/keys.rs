@@ -1,0 +1,1 @@
+//! `--wireshark-keys DIR`: decryption tables for Wireshark, written as SAs come up.
