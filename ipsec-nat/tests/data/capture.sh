@@ -75,6 +75,15 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("10.77.0.2", 40000))
 s.sendto(b"static nat fixture\n", ("10.77.0.1", 5353))
 '
+# A 3000-byte UDP datagram the kernel must fragment on the 1500-byte MTU (path MTU
+# discovery off, so DF is clear): a first fragment with the UDP header and later ones without.
+ip netns exec "$ns_a" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
+s.bind(("10.77.0.2", 40001))
+s.sendto(bytes(range(256)) * 11 + bytes(184), ("10.77.0.1", 5354))
+'
 # A TCP connection carrying one data segment.
 ip netns exec "$ns_a" python3 -c '
 import socket, time
@@ -114,10 +123,15 @@ def pick(name, pred):
     raise SystemExit(f"no packet for {name}")
 
 proto = lambda p: p[9]
+frag = lambda p: int.from_bytes(p[6:8], "big")
+more_fragments = lambda p: frag(p) & 0x2000 != 0
+offset = lambda p: frag(p) & 0x1FFF
 ihl = lambda p: (p[0] & 0x0F) * 4
 pick("icmp_echo_request", lambda p: proto(p) == 1 and p[ihl(p)] == 8)
 pick("icmp_echo_reply", lambda p: proto(p) == 1 and p[ihl(p)] == 0)
-pick("udp_datagram", lambda p: proto(p) == 17)
+pick("udp_datagram", lambda p: proto(p) == 17 and not more_fragments(p) and offset(p) == 0)
+pick("udp_fragment_first", lambda p: proto(p) == 17 and more_fragments(p) and offset(p) == 0)
+pick("udp_fragment_last", lambda p: proto(p) == 17 and not more_fragments(p) and offset(p) != 0)
 pick("icmp_port_unreachable", lambda p: proto(p) == 1 and p[ihl(p)] == 3)
 pick("tcp_syn", lambda p: proto(p) == 6 and p[ihl(p) + 13] == 0x02)
 pick("tcp_data", lambda p: proto(p) == 6 and len(p) > ihl(p) + ((p[ihl(p) + 12] >> 4) * 4)
