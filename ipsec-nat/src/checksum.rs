@@ -77,7 +77,9 @@ mod tests {
 
     #[test]
     fn address_update_matches_full_recomputation() {
-        let mut words = [0x4500u16, 0x0054, 0x1234, 0x4000, 0x4001, 0x0a4d, 0x0002, 0xc0a8, 0x0a0f];
+        let mut words = [
+            0x4500u16, 0x0054, 0x1234, 0x4000, 0x4001, 0x0a4d, 0x0002, 0xc0a8, 0x0a0f,
+        ];
         let before = full(&words);
         let old = 0xc0a8_0a0f_u32;
         let new = 0x0a01_ff5c_u32;

@@ -150,8 +150,10 @@ impl Counters {
     fn store(&self, s: CounterSnapshot) {
         self.outbound_packets
             .store(s.outbound_packets, Ordering::Relaxed);
-        self.outbound_bytes.store(s.outbound_bytes, Ordering::Relaxed);
-        self.inbound_packets.store(s.inbound_packets, Ordering::Relaxed);
+        self.outbound_bytes
+            .store(s.outbound_bytes, Ordering::Relaxed);
+        self.inbound_packets
+            .store(s.inbound_packets, Ordering::Relaxed);
         self.inbound_bytes.store(s.inbound_bytes, Ordering::Relaxed);
     }
 }
@@ -257,7 +259,10 @@ impl NatTable {
                     local: e.local,
                 });
             }
-            if !remote_protected_subnets.iter().any(|s| s.contains(e.remote)) {
+            if !remote_protected_subnets
+                .iter()
+                .any(|s| s.contains(e.remote))
+            {
                 return Err(TableError::RemoteOutsideProtectedSubnets {
                     name: e.name.clone(),
                     remote: e.remote,
@@ -427,11 +432,15 @@ mod tests {
         .unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(
-            t.entry_for_local(Ipv4Addr::new(10, 1, 255, 92)).unwrap().name,
+            t.entry_for_local(Ipv4Addr::new(10, 1, 255, 92))
+                .unwrap()
+                .name,
             "web"
         );
         assert_eq!(
-            t.entry_for_remote(Ipv4Addr::new(192, 168, 10, 16)).unwrap().name,
+            t.entry_for_remote(Ipv4Addr::new(192, 168, 10, 16))
+                .unwrap()
+                .name,
             "db"
         );
         assert!(t.entry_for_local(Ipv4Addr::new(10, 1, 255, 94)).is_none());

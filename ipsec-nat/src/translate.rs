@@ -288,7 +288,11 @@ impl NatTable {
     /// computed in full (RFC 1071); a checksum field holding 0xFFFF where a full
     /// computation would give 0x0000 (possible only in a forged or damaged packet) comes
     /// back as 0x0000, the same ones'-complement value.
-    pub fn reverse(&self, direction: Direction, packet: &mut [u8]) -> Result<Translation, NatError> {
+    pub fn reverse(
+        &self,
+        direction: Direction,
+        packet: &mut [u8],
+    ) -> Result<Translation, NatError> {
         self.rewrite(Rule::reverse(direction), packet)
             .map(|(t, _)| t)
     }
@@ -331,11 +335,9 @@ impl NatTable {
 
         // The packet's own address.
         let old = be32(datagram, rule.field.offset()).unwrap_or(0);
-        let outer = self.lookup(rule.mapping, old).map(|(entry, new)| Planned {
-            entry,
-            old,
-            new,
-        });
+        let outer = self
+            .lookup(rule.mapping, old)
+            .map(|(entry, new)| Planned { entry, old, new });
 
         // Its transport checksum covers the address through the pseudo-header (RFC 9293
         // section 3.1, RFC 768); only the first fragment carries the transport header.
@@ -369,13 +371,8 @@ impl NatTable {
         let embedded = match icmp_error {
             Some((p, inner_transport)) => {
                 let inner = header_length + ICMP_HEADER;
-                let words = apply_address(
-                    datagram,
-                    inner,
-                    rule.field.opposite(),
-                    p,
-                    inner_transport,
-                )?;
+                let words =
+                    apply_address(datagram, inner, rule.field.opposite(), p, inner_transport)?;
                 // RFC 792: the ICMP checksum covers the whole ICMP message, quoted datagram
                 // included, so every word changed in it moves the ICMP checksum too.
                 update_checksum(datagram, header_length + ICMP_CHECKSUM, words, false)?;

@@ -1,6 +1,11 @@
 //! Packets built by the Linux kernel (see tests/data/README.md) translated both ways, with
 //! every checksum recomputed by etherparse.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of a test crate: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use std::net::Ipv4Addr;
@@ -75,10 +80,7 @@ fn kernel_echo_request_outbound() {
     );
     // Only the destination and the IP header checksum change: the ICMP checksum does not
     // cover the IP header.
-    assert_eq!(
-        differing_words(&before, &after),
-        vec![10, 16, 18]
-    );
+    assert_eq!(differing_words(&before, &after), vec![10, 16, 18]);
 }
 
 #[test]
@@ -89,10 +91,7 @@ fn kernel_echo_reply_inbound() {
         "icmp_echo_reply",
         (LOCAL_FOR_B, HOST_A),
     );
-    assert_eq!(
-        differing_words(&before, &after),
-        vec![10, 12, 14]
-    );
+    assert_eq!(differing_words(&before, &after), vec![10, 12, 14]);
 }
 
 #[test]
@@ -104,10 +103,7 @@ fn kernel_udp_outbound() {
         (HOST_A, REMOTE_B),
     );
     // IP checksum, destination, UDP checksum (offset 20 + 6).
-    assert_eq!(
-        differing_words(&before, &after),
-        vec![10, 16, 18, 26]
-    );
+    assert_eq!(differing_words(&before, &after), vec![10, 16, 18, 26]);
 }
 
 #[test]
@@ -161,11 +157,7 @@ fn kernel_port_unreachable_outbound_translates_quoted_source() {
     // Seen from B's side: A (10.77.0.2) is the static NAT address of remote 192.168.10.20
     // and B's error to A is outbound.
     let table = NatTable::new(
-        vec![NatEntry::new(
-            "a",
-            HOST_A,
-            Ipv4Addr::new(192, 168, 10, 20),
-        )],
+        vec![NatEntry::new("a", HOST_A, Ipv4Addr::new(192, 168, 10, 20))],
         &[subnet([10, 77, 0, 0], 29)],
         &[subnet([192, 168, 10, 0], 24)],
     )
@@ -213,10 +205,7 @@ fn kernel_first_fragment_gets_udp_checksum_update() {
     check(&packet).assert_all_match();
     let (found, full) = full_datagram_udp_checksum(&packet);
     assert_eq!(found, full);
-    assert_eq!(
-        differing_words(&original, &packet),
-        vec![10, 16, 18, 26]
-    );
+    assert_eq!(differing_words(&original, &packet), vec![10, 16, 18, 26]);
 }
 
 #[test]
@@ -227,10 +216,7 @@ fn kernel_later_fragment_gets_ip_level_change_only() {
     let t = table.translate(Direction::Outbound, &mut packet).unwrap();
     assert!(t.is_translated());
     check(&packet).assert_all_match();
-    assert_eq!(
-        differing_words(&original, &packet),
-        vec![10, 16, 18]
-    );
+    assert_eq!(differing_words(&original, &packet), vec![10, 16, 18]);
 }
 
 #[test]
