@@ -563,7 +563,7 @@ fn sub_payload<'a>(
     fixed: usize,
 ) -> Result<(PayloadType, Reader<'a>), DecodeError> {
     let offset = r.offset();
-    let mut h = *r;
+    let mut h = r.with_part(part);
     let next = PayloadType(h.u8()?);
     h.reserved(1)?;
     let length = usize::from(h.u16()?);
@@ -606,12 +606,16 @@ fn decode_proposal(r: &mut Reader<'_>) -> Result<(Proposal, PayloadType), Decode
     let spi = p.take(spi_size)?.to_vec();
 
     // RFC 2408 section 3.6: transforms chain with next payload 3, the last one has 0.
+    // A proposal may carry no transform at all (then its body ends after the SPI);
+    // otherwise the chain must end with a NONE next-payload, not with the body.
     let mut transforms = Vec::new();
-    while p.remaining() != 0 {
-        let (transform, next) = decode_transform(&mut p)?;
-        transforms.push(transform);
-        if next == PayloadType::NONE {
-            break;
+    if p.remaining() != 0 {
+        loop {
+            let (transform, next) = decode_transform(&mut p)?;
+            transforms.push(transform);
+            if next == PayloadType::NONE {
+                break;
+            }
         }
     }
     if p.remaining() != 0 {
