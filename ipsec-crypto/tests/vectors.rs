@@ -3,8 +3,6 @@
 
 #![expect(
     clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used,
     reason = "test helpers fail the test, naming the vector, on unexpected data"
 )]
 
