@@ -1,0 +1,830 @@
+//! Unit tests of the data plane as a whole: two gateways, round trips, every drop reason,
+//! rekey, lifetimes, MTU. Fixture and allocation tests live in `ipsec-sa/tests/dataplane_*.rs`.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use ipsec_crypto::{
+    Cipher, EncryptionAlgorithm as Enc, Integrity, IntegrityAlgorithm as Integ, SecretBytes,
+};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, RngCore};
+
+use super::packet::tests::{ipv4, ipv6};
+use super::replay::ReplayError;
+use super::sa::{InboundSa, OutboundSa};
+use super::*;
+use crate::child::{EspSaKeys, Lifetime};
+
+/// An RNG that repeats fixed bytes: lets a test choose the IV. Tests only.
+struct FixedRng(Vec<u8>);
+
+impl RngCore for FixedRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.fill_bytes(&mut b);
+        u32::from_be_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from(self.next_u32())
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for (d, s) in dest.iter_mut().zip(self.0.iter().cycle()) {
+            *d = *s;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+impl CryptoRng for FixedRng {}
+
+fn hx(s: &str) -> Vec<u8> {
+    hex::decode(s.split_whitespace().collect::<String>()).unwrap()
+}
+
+/// Deterministic keys that are not DES-weak and whose 3DES thirds differ.
+fn keys(spi: u32, enc: Enc, integ: Integ, seed: u8) -> EspSaKeys {
+    let bytes = |n: usize, salt: u8| -> SecretBytes {
+        SecretBytes::new(
+            (0..n)
+                .map(|i| {
+                    seed.wrapping_mul(31)
+                        .wrapping_add(salt)
+                        .wrapping_add(u8::try_from(i).unwrap().wrapping_mul(37))
+                })
+                .collect(),
+        )
+    };
+    EspSaKeys {
+        spi,
+        encryption: enc,
+        encryption_key: bytes(enc.key_len(), 1),
+        integrity: integ,
+        integrity_key: bytes(integ.key_len(), 2),
+    }
+}
+
+fn cidr(s: &str) -> TrafficSelector {
+    let (a, l) = s.split_once('/').unwrap();
+    TrafficSelector::from_cidr(a.parse().unwrap(), l.parse().unwrap()).unwrap()
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Our pair and the peer's mirror image: our outbound is their inbound and back.
+fn pair_and_mirror(
+    enc: Enc,
+    integ: Integ,
+    our_spi: u32,
+    their_spi: u32,
+    local_ts: TrafficSelector,
+    remote_ts: TrafficSelector,
+) -> (ChildSaPair, ChildSaPair) {
+    let ours = ChildSaPair {
+        local: sock("192.0.2.1:4500"),
+        remote: sock("192.0.2.2:4500"),
+        inbound: keys(our_spi, enc, integ, 1),
+        outbound: keys(their_spi, enc, integ, 2),
+        local_ts,
+        remote_ts,
+        encapsulation: Encapsulation::UdpTunnel,
+        hard_lifetime: Lifetime::default(),
+    };
+    let theirs = ChildSaPair {
+        local: ours.remote,
+        remote: ours.local,
+        inbound: ours.outbound.clone(),
+        outbound: ours.inbound.clone(),
+        local_ts: ours.remote_ts,
+        remote_ts: ours.local_ts,
+        encapsulation: Encapsulation::UdpTunnel,
+        hard_lifetime: Lifetime::default(),
+    };
+    (ours, theirs)
+}
+
+fn protect(local: &str, remote: &str) -> Policy {
+    Policy {
+        local: cidr(local),
+        remote: cidr(remote),
+        action: PolicyAction::Protect,
+        priority: 10,
+    }
+}
+
+/// Two data planes joined by one AES-128/SHA1 pair for 10.1/24 <-> 10.2/24.
+struct Gateways {
+    a: DataPlane,
+    b: DataPlane,
+    a_pair: ChildSaPair,
+    rng: ChaCha20Rng,
+}
+
+impl Gateways {
+    fn new(enc: Enc, integ: Integ) -> Self {
+        Self::with_config(enc, integ, DataPlaneConfig::default(), Lifetime::default())
+    }
+
+    fn with_config(enc: Enc, integ: Integ, config: DataPlaneConfig, life: Lifetime) -> Self {
+        let (mut ours, mut theirs) = pair_and_mirror(
+            enc,
+            integ,
+            0xc000_0001,
+            0xd000_0001,
+            cidr("10.1.0.0/24"),
+            cidr("10.2.0.0/24"),
+        );
+        ours.hard_lifetime = life;
+        theirs.hard_lifetime = life;
+        let mut a = DataPlane::new(config);
+        a.add_policy(protect("10.1.0.0/24", "10.2.0.0/24"));
+        a.install(&ours).unwrap();
+        let mut b = DataPlane::new(config);
+        b.add_policy(protect("10.2.0.0/24", "10.1.0.0/24"));
+        b.install(&theirs).unwrap();
+        Self {
+            a,
+            b,
+            a_pair: ours,
+            rng: ChaCha20Rng::seed_from_u64(7),
+        }
+    }
+
+    /// Encapsulates `inner` at A; returns the ESP packet bytes.
+    fn send(&mut self, inner: &[u8]) -> Result<Vec<u8>, DropError> {
+        let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
+        buf[MAX_HEADROOM..MAX_HEADROOM + inner.len()].copy_from_slice(inner);
+        match self.a.encapsulate(
+            &mut buf,
+            MAX_HEADROOM..MAX_HEADROOM + inner.len(),
+            &mut self.rng,
+        )? {
+            Outbound::Protected(t) => Ok(buf[t.packet].to_vec()),
+            Outbound::Bypass { .. } => panic!("unexpected bypass"),
+        }
+    }
+
+    /// Decapsulates at B; returns the inner packet.
+    fn receive(&mut self, esp: &[u8]) -> Result<Vec<u8>, DropError> {
+        let mut packet = esp.to_vec();
+        let r = self.b.decapsulate(&mut packet)?;
+        Ok(packet[r.inner].to_vec())
+    }
+}
+
+fn ping(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    ipv4(src, dst, 1, &payload)
+}
+
+#[test]
+fn round_trip_every_cipher_and_integrity() {
+    for enc in Enc::ALL {
+        for integ in Integ::ALL {
+            let mut g = Gateways::new(enc, integ);
+            for len in [0, 1, 13, 14, 15, 16, 17, 100, 1400] {
+                let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], len);
+                let esp = g.send(&inner).unwrap();
+                let o = EspOverhead::new(enc, integ);
+                assert_eq!(esp.len(), o.esp_len(inner.len()), "{enc:?}/{integ:?}");
+                assert_eq!((esp.len() - o.headroom() - o.icv_len) % o.block_len, 0);
+                assert_eq!(&esp[..4], &0xd000_0001u32.to_be_bytes());
+                assert_eq!(
+                    g.receive(&esp).unwrap(),
+                    inner,
+                    "{enc:?}/{integ:?} len {len}"
+                );
+            }
+            let stats = g.b.pair_stats(0xd000_0001).unwrap();
+            assert_eq!(stats.inbound.packets, 9);
+        }
+    }
+}
+
+#[test]
+fn ipv6_inner_packets_round_trip_with_next_header_41() {
+    let (ours, theirs) = pair_and_mirror(
+        Enc::AesCbc256,
+        Integ::HmacSha256_128,
+        0x100,
+        0x200,
+        cidr("fd00:1::/64"),
+        cidr("fd00:2::/64"),
+    );
+    let mut a = DataPlane::new(DataPlaneConfig::default());
+    a.add_policy(protect("fd00:1::/64", "fd00:2::/64"));
+    a.install(&ours).unwrap();
+    let mut b = DataPlane::new(DataPlaneConfig::default());
+    b.add_policy(protect("fd00:2::/64", "fd00:1::/64"));
+    b.install(&theirs).unwrap();
+
+    let src: Ipv6Addr = "fd00:1::5".parse().unwrap();
+    let dst: Ipv6Addr = "fd00:2::9".parse().unwrap();
+    let inner = ipv6(src, dst, 17, &[0x12, 0x34, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4]);
+    let mut buf = vec![0u8; 200];
+    buf[40..40 + inner.len()].copy_from_slice(&inner);
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let Outbound::Protected(t) = a
+        .encapsulate(&mut buf, 40..40 + inner.len(), &mut rng)
+        .unwrap()
+    else {
+        panic!("expected protection")
+    };
+    let mut esp = buf[t.packet].to_vec();
+
+    // Peek at the trailer with the receiver's keys: next header must be 41.
+    let mut copy = esp.clone();
+    let mut sa = InboundSa::new(&theirs.inbound, 64).unwrap();
+    assert_eq!(sa.open(&mut copy).unwrap().next_header, 41);
+
+    let r = b.decapsulate(&mut esp).unwrap();
+    assert_eq!(r.ip_version, 6);
+    assert_eq!(&esp[r.inner], &inner[..]);
+}
+
+/// RFC 3602 section 4, case 5 (transport mode, next header 1 = ICMP).
+#[test]
+fn reproduces_rfc3602_case5_ciphertext() {
+    let mut k = keys(0x4321, Enc::AesCbc128, Integ::HmacSha1_96, 0);
+    k.encryption_key = SecretBytes::new(hx("90d382b4 10eeba7a d938c46c ec1a82bf"));
+    let mut sa = OutboundSa::new(&k).unwrap();
+    let payload = hx(
+        "08000ebd a70a0000 8e9c083d b95b0700 08090a0b 0c0d0e0f 10111213 14151617
+        18191a1b 1c1d1e1f 20212223 24252627 28292a2b 2c2d2e2f 30313233 34353637",
+    );
+    let mut buf = vec![0u8; 24 + payload.len() + 64];
+    buf[24..24 + payload.len()].copy_from_slice(&payload);
+    let mut iv = FixedRng(hx("e96e8c08 ab465763 fd098d45 dd3ff893"));
+    let sealed = sa
+        .seal(&mut buf, 24..24 + payload.len(), 1, &mut iv)
+        .unwrap();
+    let expected = hx("00004321 00000001 e96e8c08 ab465763 fd098d45 dd3ff893
+        f663c25d 325c18c6 a9453e19 4e120849 a4870b66 cc6b9965 330013b4 898dc856
+        a4699e52 3a55db08 0b59ec3a 8e4b7e52 775b07d1 db34ed9c 538ab50c 551b874a
+        a269add0 47ad2d59 13ac19b7 cfbad4a6");
+    let packet = &buf[sealed.packet];
+    // RFC 3602's cases have no integrity; ours appends a 12-byte ICV after the same bytes.
+    assert_eq!(packet.len(), expected.len() + 12);
+    assert_eq!(&packet[..expected.len()], &expected[..]);
+}
+
+/// RFC 3602 section 4, case 7 (tunnel mode, sequence number 2).
+#[test]
+fn reproduces_rfc3602_case7_ciphertext() {
+    let mut k = keys(0x8765, Enc::AesCbc128, Integ::HmacSha1_96, 0);
+    k.encryption_key = SecretBytes::new(hx("01234567 89abcdef 01234567 89abcdef"));
+    let mut sa = OutboundSa::new(&k).unwrap();
+    let inner = hx(
+        "45000054 09040000 4001f988 c0a87b03 c0a87bc8 08009f76 a90a0100 b49c083d
+        02a20400 08090a0b 0c0d0e0f 10111213 14151617 18191a1b 1c1d1e1f 20212223
+        24252627 28292a2b 2c2d2e2f 30313233 34353637",
+    );
+    let mut iv = FixedRng(hx("f4e76524 4f6407ad f13dc138 0f673f37"));
+    let mut buf = vec![0u8; 24 + inner.len() + 64];
+    // Sequence number 1 goes to a throwaway packet.
+    buf[24..24 + inner.len()].copy_from_slice(&inner);
+    sa.seal(&mut buf, 24..24 + inner.len(), 4, &mut iv).unwrap();
+    buf[24..24 + inner.len()].copy_from_slice(&inner);
+    let sealed = sa.seal(&mut buf, 24..24 + inner.len(), 4, &mut iv).unwrap();
+    assert_eq!(sealed.sequence, 2);
+    let expected = hx("00008765 00000002 f4e76524 4f6407ad f13dc138 0f673f37
+        773b5241 a4c44922 5e4f3ce5 ed611b0c 237ca96c f74a9301 3c1b0ea1 a0cf70f8
+        e4ecaec7 8ac53aad 7a0f022b 859243c6 47752e94 a859352b 8a4d4d2d ecd136e5
+        c177f132 ad3fbfb2 201ac990 4c74ee0a 109e0ca1 e4dfe9d5 a100b842 f1c22f0d");
+    assert_eq!(&buf[sealed.packet][..expected.len()], &expected[..]);
+}
+
+/// Builds an ESP packet by hand with the given plaintext (payload and trailer already in
+/// it), so that tests can produce packets with a valid ICV but wrong contents.
+fn craft(k: &EspSaKeys, sequence: u32, plaintext: &[u8]) -> Vec<u8> {
+    let cipher = Cipher::new(k.encryption, k.encryption_key.expose()).unwrap();
+    let integrity = Integrity::new(k.integrity, k.integrity_key.expose()).unwrap();
+    let iv = vec![0x5a; k.encryption.block_len()];
+    let mut ct = plaintext.to_vec();
+    cipher.encrypt_cbc(&iv, &mut ct).unwrap();
+    let mut p = Vec::new();
+    p.extend_from_slice(&k.spi.to_be_bytes());
+    p.extend_from_slice(&sequence.to_be_bytes());
+    p.extend_from_slice(&iv);
+    p.extend_from_slice(&ct);
+    let mut icv = vec![0; integrity.icv_len()];
+    integrity.compute(&[&p], &mut icv).unwrap();
+    p.extend_from_slice(&icv);
+    p
+}
+
+/// `inner` plus default padding to 16 bytes, pad length and `next_header`.
+fn with_trailer(inner: &[u8], next_header: u8) -> Vec<u8> {
+    let pad = (16 - (inner.len() + 2) % 16) % 16;
+    let mut p = inner.to_vec();
+    p.extend((1..=u8::try_from(pad).unwrap()).collect::<Vec<_>>());
+    p.push(u8::try_from(pad).unwrap());
+    p.push(next_header);
+    p
+}
+
+#[test]
+fn rejects_replayed_packet() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let esp = g.send(&ping([10, 1, 0, 1], [10, 2, 0, 1], 20)).unwrap();
+    g.receive(&esp).unwrap();
+    let err = g.receive(&esp).unwrap_err();
+    assert_eq!(
+        err,
+        DropError::Replay {
+            spi: 0xd000_0001,
+            cause: ReplayError::Duplicate { sequence: 1 }
+        }
+    );
+    assert_eq!(g.b.drop_counters().get(DropReason::Replay), 1);
+    assert_eq!(
+        g.b.pair_stats(0xd000_0001)
+            .unwrap()
+            .drops
+            .get(DropReason::Replay),
+        1
+    );
+}
+
+#[test]
+fn rejects_bad_icv_without_moving_the_window() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let mut esp = g.send(&ping([10, 1, 0, 1], [10, 2, 0, 1], 20)).unwrap();
+    let good = esp.clone();
+    esp[30] ^= 1;
+    assert_eq!(
+        g.receive(&esp).unwrap_err(),
+        DropError::BadIcv {
+            spi: 0xd000_0001,
+            sequence: 1
+        }
+    );
+    // A forged sequence number far ahead must not slide the window either.
+    let mut forged = good.clone();
+    forged[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    assert_eq!(g.receive(&forged).unwrap_err().reason(), DropReason::BadIcv);
+    assert_eq!(
+        g.b.pair_stats(0xd000_0001)
+            .unwrap()
+            .highest_inbound_sequence,
+        0
+    );
+    // The genuine packet still gets through.
+    g.receive(&good).unwrap();
+    assert_eq!(g.b.drop_counters().get(DropReason::BadIcv), 2);
+}
+
+#[test]
+fn rejects_bad_padding_after_valid_icv() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    let mut pt = with_trailer(&inner, 4);
+    let pad_at = inner.len();
+    pt[pad_at + 1] = 7; // padding must read 1, 2, 3, ...
+    let esp = craft(&g.a_pair.outbound, 1, &pt);
+    assert_eq!(
+        g.receive(&esp).unwrap_err(),
+        DropError::BadPadding {
+            spi: 0xd000_0001,
+            sequence: 1
+        }
+    );
+    // Pad length pointing before the start of the payload.
+    let mut pt = with_trailer(&inner, 4);
+    let n = pt.len();
+    pt[n - 2] = 255;
+    let esp = craft(&g.a_pair.outbound, 2, &pt);
+    assert_eq!(
+        g.receive(&esp).unwrap_err().reason(),
+        DropReason::BadPadding
+    );
+    assert_eq!(g.b.drop_counters().get(DropReason::BadPadding), 2);
+}
+
+#[test]
+fn rejects_wrong_next_header_and_drops_dummy_packets() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    let esp = craft(&g.a_pair.outbound, 1, &with_trailer(&inner, 17));
+    assert_eq!(
+        g.receive(&esp).unwrap_err(),
+        DropError::BadNextHeader {
+            spi: 0xd000_0001,
+            next_header: 17
+        }
+    );
+    // An IPv4 packet labelled as IPv6.
+    let esp = craft(&g.a_pair.outbound, 2, &with_trailer(&inner, 41));
+    assert_eq!(
+        g.receive(&esp).unwrap_err().reason(),
+        DropReason::BadNextHeader
+    );
+    let esp = craft(&g.a_pair.outbound, 3, &with_trailer(&[0u8; 30], 59));
+    assert_eq!(
+        g.receive(&esp).unwrap_err(),
+        DropError::DummyPacket { spi: 0xd000_0001 }
+    );
+    assert_eq!(g.b.drop_counters().get(DropReason::BadNextHeader), 2);
+    assert_eq!(g.b.drop_counters().get(DropReason::DummyPacket), 1);
+}
+
+#[test]
+fn rejects_inner_packet_outside_selectors() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    // Source outside the peer's side (remote_ts for B is 10.1.0.0/24).
+    let spoofed = ping([10, 9, 0, 1], [10, 2, 0, 1], 20);
+    let esp = craft(&g.a_pair.outbound, 1, &with_trailer(&spoofed, 4));
+    assert_eq!(
+        g.receive(&esp).unwrap_err(),
+        DropError::SelectorMismatch {
+            spi: 0xd000_0001,
+            src: IpAddr::from([10, 9, 0, 1]),
+            dst: IpAddr::from([10, 2, 0, 1]),
+        }
+    );
+    // Destination outside our side.
+    let stray = ping([10, 1, 0, 1], [10, 3, 0, 1], 20);
+    let esp = craft(&g.a_pair.outbound, 2, &with_trailer(&stray, 4));
+    assert_eq!(
+        g.receive(&esp).unwrap_err().reason(),
+        DropReason::SelectorMismatch
+    );
+    assert_eq!(g.b.drop_counters().get(DropReason::SelectorMismatch), 2);
+    assert_eq!(g.b.pair_stats(0xd000_0001).unwrap().inbound.packets, 0);
+}
+
+#[test]
+fn rejects_malformed_esp_and_inner_packets() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    assert_eq!(
+        g.receive(&[1, 2, 3]).unwrap_err(),
+        DropError::MalformedEsp {
+            spi: 0,
+            len: 3,
+            what: "shorter than ESP header"
+        }
+    );
+    let esp = g.send(&ping([10, 1, 0, 1], [10, 2, 0, 1], 20)).unwrap();
+    // Cut one byte: the encrypted part is no longer whole blocks.
+    assert_eq!(
+        g.receive(&esp[..esp.len() - 1]).unwrap_err().reason(),
+        DropReason::Malformed
+    );
+    // Header and IV only.
+    assert_eq!(
+        g.receive(&esp[..30]).unwrap_err().reason(),
+        DropReason::Malformed
+    );
+    // Valid ESP around garbage that is not an IP packet.
+    let esp = craft(&g.a_pair.outbound, 5, &with_trailer(&[0x45, 0, 0], 4));
+    assert!(matches!(
+        g.receive(&esp).unwrap_err(),
+        DropError::MalformedInner {
+            spi: 0xd000_0001,
+            ..
+        }
+    ));
+    assert_eq!(g.b.drop_counters().get(DropReason::Malformed), 4);
+
+    // Outbound: the caller's bytes are not IP.
+    let mut buf = vec![0u8; 100];
+    let err = g.a.encapsulate(&mut buf, 30..40, &mut g.rng).unwrap_err();
+    assert_eq!(err.reason(), DropReason::Malformed);
+}
+
+#[test]
+fn rejects_unknown_spi_and_policy_without_sa() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let mut esp = g.send(&ping([10, 1, 0, 1], [10, 2, 0, 1], 20)).unwrap();
+    esp[0] ^= 0xff;
+    assert_eq!(
+        g.receive(&esp).unwrap_err(),
+        DropError::NoInboundSa { spi: 0x2f00_0001 }
+    );
+
+    let mut dp = DataPlane::new(DataPlaneConfig::default());
+    let id = dp.add_policy(protect("10.1.0.0/24", "10.2.0.0/24"));
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    let mut buf = vec![0u8; 200];
+    buf[24..24 + inner.len()].copy_from_slice(&inner);
+    assert_eq!(
+        dp.encapsulate(&mut buf, 24..24 + inner.len(), &mut g.rng),
+        Err(DropError::NoOutboundSa { policy: id })
+    );
+    assert_eq!(dp.drop_counters().get(DropReason::NoSa), 1);
+    assert_eq!(g.b.drop_counters().get(DropReason::NoSa), 1);
+}
+
+#[test]
+fn rejects_packets_without_policy_and_discards_by_policy() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let err = g.send(&ping([10, 1, 0, 1], [10, 7, 0, 1], 20)).unwrap_err();
+    assert_eq!(
+        err,
+        DropError::NoPolicy {
+            src: IpAddr::from([10, 1, 0, 1]),
+            dst: IpAddr::from([10, 7, 0, 1])
+        }
+    );
+    let deny = g.a.add_policy(Policy {
+        local: cidr("10.1.0.0/24"),
+        remote: cidr("10.2.0.66/32"),
+        action: PolicyAction::Discard,
+        priority: 1,
+    });
+    let err = g
+        .send(&ping([10, 1, 0, 1], [10, 2, 0, 66], 20))
+        .unwrap_err();
+    assert_eq!(err, DropError::Discarded { policy: deny });
+    assert_eq!(g.a.drop_counters().get(DropReason::NoPolicy), 1);
+    assert_eq!(g.a.drop_counters().get(DropReason::PolicyDiscard), 1);
+}
+
+#[test]
+fn bypass_policy_passes_clear_text_and_protect_policy_refuses_it() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let bypass = g.a.add_policy(Policy {
+        local: cidr("10.1.0.0/24"),
+        remote: cidr("10.2.0.53/32").with_protocol(17),
+        action: PolicyAction::Bypass,
+        priority: 1,
+    });
+    let dns = ipv4(
+        [10, 1, 0, 1],
+        [10, 2, 0, 53],
+        17,
+        &[0, 1, 0, 53, 0, 8, 0, 0],
+    );
+    let mut buf = vec![0u8; 200];
+    buf[24..24 + dns.len()].copy_from_slice(&dns);
+    assert_eq!(
+        g.a.encapsulate(&mut buf, 24..24 + dns.len(), &mut g.rng),
+        Ok(Outbound::Bypass { policy: bypass })
+    );
+    // The reply may arrive in clear; anything else from 10.2/24 must come through ESP.
+    let reply = ipv4(
+        [10, 2, 0, 53],
+        [10, 1, 0, 1],
+        17,
+        &[0, 53, 0, 1, 0, 8, 0, 0],
+    );
+    assert_eq!(g.a.check_inbound_cleartext(&reply), Ok(bypass));
+    let ping_in = ping([10, 2, 0, 1], [10, 1, 0, 1], 8);
+    assert!(matches!(
+        g.a.check_inbound_cleartext(&ping_in),
+        Err(DropError::CleartextNotAllowed { .. })
+    ));
+    assert_eq!(g.a.drop_counters().get(DropReason::CleartextNotAllowed), 1);
+}
+
+#[test]
+fn refuses_to_wrap_the_sequence_number() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    g.a.pairs
+        .get_mut(&0xc000_0001)
+        .unwrap()
+        .outbound
+        .set_last_sequence(u32::MAX - 1);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    let esp = g.send(&inner).unwrap();
+    assert_eq!(&esp[4..8], &u32::MAX.to_be_bytes());
+    // Crossing the soft limit asked for a rekey.
+    assert!(matches!(
+        g.a.poll_event(),
+        Some(Event::SoftLifetime {
+            limit: LimitKind::SequenceNumbers,
+            ..
+        })
+    ));
+    assert_eq!(
+        g.send(&inner).unwrap_err(),
+        DropError::SequenceExhausted { spi: 0xd000_0001 }
+    );
+    assert_eq!(
+        g.a.poll_event(),
+        Some(Event::HardLifetime {
+            policy: PolicyId(0),
+            inbound_spi: 0xc000_0001,
+            outbound_spi: 0xd000_0001,
+            limit: LimitKind::SequenceNumbers,
+        })
+    );
+    assert_eq!(g.a.poll_event(), None);
+    assert_eq!(g.a.drop_counters().get(DropReason::SequenceExhausted), 1);
+}
+
+#[test]
+fn kilobyte_lifetime_signals_soft_then_refuses_at_hard() {
+    let life = Lifetime {
+        seconds: None,
+        kilobytes: Some(2),
+    };
+    let config = DataPlaneConfig {
+        soft_lifetime_percent: 50,
+        ..DataPlaneConfig::default()
+    };
+    let mut g = Gateways::with_config(Enc::AesCbc128, Integ::HmacSha1_96, config, life);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 580); // 600 bytes
+    g.send(&inner).unwrap();
+    assert_eq!(g.a.poll_event(), None);
+    g.send(&inner).unwrap(); // 1200 >= 1024: soft
+    assert!(matches!(
+        g.a.poll_event(),
+        Some(Event::SoftLifetime {
+            limit: LimitKind::Kilobytes,
+            ..
+        })
+    ));
+    g.send(&inner).unwrap(); // 1800 <= 2048
+    assert_eq!(
+        g.send(&inner).unwrap_err(),
+        DropError::LifetimeExpired {
+            spi: 0xd000_0001,
+            kilobytes: 2
+        }
+    );
+    assert!(matches!(
+        g.a.poll_event(),
+        Some(Event::HardLifetime {
+            limit: LimitKind::Kilobytes,
+            ..
+        })
+    ));
+    assert_eq!(g.a.drop_counters().get(DropReason::LifetimeExpired), 1);
+    let stats = g.a.pair_stats(0xc000_0001).unwrap();
+    assert_eq!((stats.outbound.packets, stats.outbound.bytes), (3, 1800));
+    assert!(stats.soft_expired && stats.hard_expired);
+}
+
+#[test]
+fn rekey_moves_outbound_to_new_sa_while_old_inbound_still_accepts() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    // B sends a packet on the old SA that is still in flight during the rekey.
+    let mut in_flight = {
+        let reply = ping([10, 2, 0, 1], [10, 1, 0, 1], 20);
+        let mut buf = vec![0u8; 200];
+        buf[24..24 + reply.len()].copy_from_slice(&reply);
+        let Outbound::Protected(t) =
+            g.b.encapsulate(&mut buf, 24..24 + reply.len(), &mut g.rng)
+                .unwrap()
+        else {
+            panic!()
+        };
+        buf[t.packet].to_vec()
+    };
+
+    let (new_ours, new_theirs) = pair_and_mirror(
+        Enc::AesCbc256,
+        Integ::HmacSha256_128,
+        0xc000_0002,
+        0xd000_0002,
+        cidr("10.1.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    g.a.install(&new_ours).unwrap();
+    g.b.install(&new_theirs).unwrap();
+
+    let esp = g.send(&inner).unwrap();
+    assert_eq!(
+        &esp[..4],
+        &0xd000_0002u32.to_be_bytes(),
+        "new SA takes over"
+    );
+    assert_eq!(g.receive(&esp).unwrap(), inner);
+    // The old inbound SA still accepts what was sent on it.
+    let r = g.a.decapsulate(&mut in_flight).unwrap();
+    assert_eq!(r.spi, 0xc000_0001);
+    // Once removed, it does not.
+    assert!(g.a.remove_pair(0xc000_0001));
+    assert!(!g.a.remove_pair(0xc000_0001));
+    assert_eq!(g.a.pairs().count(), 1);
+    let mut again = in_flight.clone();
+    assert_eq!(
+        g.a.decapsulate(&mut again).unwrap_err().reason(),
+        DropReason::NoSa
+    );
+}
+
+#[test]
+fn install_refuses_duplicates_and_uncovered_selectors() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    assert_eq!(
+        g.a.install(&g.a_pair.clone()),
+        Err(InstallError::DuplicateSpi(0xc000_0001))
+    );
+    let (wide, _) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        5,
+        6,
+        cidr("10.0.0.0/8"),
+        cidr("10.2.0.0/24"),
+    );
+    assert!(matches!(
+        g.a.install(&wide),
+        Err(InstallError::NoPolicy { .. })
+    ));
+    assert_eq!(
+        g.a.install_on(PolicyId(99), &wide),
+        Err(InstallError::UnknownPolicy(PolicyId(99)))
+    );
+    assert_eq!(
+        g.a.install_on(PolicyId(0), &wide),
+        Err(InstallError::PolicyMismatch(PolicyId(0)))
+    );
+    let (mut weak, _) = pair_and_mirror(
+        Enc::DesCbc,
+        Integ::HmacSha1_96,
+        7,
+        8,
+        cidr("10.1.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    weak.inbound.encryption_key = SecretBytes::new(vec![0; 8]);
+    assert!(matches!(g.a.install(&weak), Err(InstallError::Key(_))));
+}
+
+#[test]
+fn too_big_packet_reports_inner_mtu_when_df_set() {
+    let config = DataPlaneConfig {
+        default_path_mtu: Some(1500),
+        ..DataPlaneConfig::default()
+    };
+    let mut g = Gateways::with_config(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        config,
+        Lifetime::default(),
+    );
+    // 1500 - 20 (IPv4) - 8 (UDP) = 1472 for ESP; - 24 - 12 = 1436; 89 blocks = 1424; - 2.
+    let o = EspOverhead::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    assert_eq!(
+        inner_mtu(o, sock("192.0.2.2:4500"), Encapsulation::UdpTunnel, 1500),
+        Some(1422)
+    );
+    let fits = ping([10, 1, 0, 1], [10, 2, 0, 1], 1422 - 20);
+    assert_eq!(g.send(&fits).unwrap().len(), 1460);
+    let too_big = ping([10, 1, 0, 1], [10, 2, 0, 1], 1423 - 20);
+    assert_eq!(
+        g.send(&too_big).unwrap_err(),
+        DropError::PacketTooBig {
+            spi: 0xd000_0001,
+            inner_len: 1423,
+            inner_mtu: 1422,
+            path_mtu: 1500
+        }
+    );
+    // Without DF the outer packet may be fragmented: it goes out.
+    let mut no_df = too_big.clone();
+    no_df[6] = 0;
+    assert_eq!(g.send(&no_df).unwrap().len(), 1476);
+    // Turning the check off lets DF packets through too.
+    assert!(g.a.set_path_mtu(0xc000_0001, None));
+    g.send(&too_big).unwrap();
+    assert_eq!(g.a.drop_counters().get(DropReason::PacketTooBig), 1);
+}
+
+#[test]
+fn rejects_buffer_without_head_or_tailroom() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    let mut buf = inner.clone();
+    buf.extend_from_slice(&[0; 64]);
+    let err =
+        g.a.encapsulate(&mut buf, 0..inner.len(), &mut g.rng)
+            .unwrap_err();
+    assert_eq!(err.reason(), DropReason::BufferTooSmall);
+    let mut buf = vec![0u8; 24];
+    buf.extend_from_slice(&inner);
+    let err =
+        g.a.encapsulate(&mut buf, 24..24 + inner.len(), &mut g.rng)
+            .unwrap_err();
+    assert_eq!(err.reason(), DropReason::BufferTooSmall);
+    // The inner packet is untouched by the refusal.
+    assert_eq!(&buf[24..], &inner[..]);
+    assert_eq!(g.a.drop_counters().get(DropReason::BufferTooSmall), 2);
+}
+
+#[test]
+fn set_remote_redirects_the_pair() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    assert!(g.a.set_remote(0xc000_0001, sock("198.51.100.7:61000")));
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
+    let mut buf = vec![0u8; 200];
+    buf[24..24 + inner.len()].copy_from_slice(&inner);
+    let Outbound::Protected(t) =
+        g.a.encapsulate(&mut buf, 24..24 + inner.len(), &mut g.rng)
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(t.remote, sock("198.51.100.7:61000"));
+    assert_eq!(t.local, sock("192.0.2.1:4500"));
+    assert_eq!(t.encapsulation, Encapsulation::UdpTunnel);
+    assert!(!g.a.set_remote(0x1234, sock("198.51.100.7:61000")));
+}
