@@ -51,6 +51,16 @@ impl EncryptionAlgorithm {
     pub const fn is_weak(self) -> bool {
         matches!(self, Self::DesCbc | Self::TripleDesCbc)
     }
+
+    /// Why this choice is weak, for a log line; `None` when it is not
+    /// (agrees with [`EncryptionAlgorithm::is_weak`]).
+    pub const fn weakness(self) -> Option<&'static str> {
+        match self {
+            Self::DesCbc => Some("single DES has a 56-bit key that can be searched exhaustively (RFC 8221 section 5 forbids it for ESP)"),
+            Self::TripleDesCbc => Some("3DES has a 64-bit block, so CBC leaks plaintext after about 2^32 blocks under one key (Sweet32); RFC 8221 section 5 advises against it"),
+            Self::AesCbc128 | Self::AesCbc192 | Self::AesCbc256 => None,
+        }
+    }
 }
 
 /// A hash function, used bare (IVs) and as HMAC (the IKEv1 PRF).
@@ -92,6 +102,15 @@ impl HashAlgorithm {
     /// Whether a careful operator should be told this choice is weak.
     pub const fn is_weak(self) -> bool {
         matches!(self, Self::Md5)
+    }
+
+    /// Why this choice is weak, for a log line; `None` when it is not
+    /// (agrees with [`HashAlgorithm::is_weak`]).
+    pub const fn weakness(self) -> Option<&'static str> {
+        match self {
+            Self::Md5 => Some("MD5 has practical collisions; HMAC-MD5 is not known broken but has no security margin left (RFC 6151)"),
+            Self::Sha1 | Self::Sha256 | Self::Sha384 | Self::Sha512 => None,
+        }
     }
 }
 
@@ -149,6 +168,20 @@ impl IntegrityAlgorithm {
     /// Whether a careful operator should be told this choice is weak.
     pub const fn is_weak(self) -> bool {
         matches!(self, Self::HmacMd5_96)
+    }
+
+    /// Why this choice is weak, for a log line; `None` when it is not
+    /// (agrees with [`IntegrityAlgorithm::is_weak`]).
+    pub const fn weakness(self) -> Option<&'static str> {
+        match self {
+            Self::HmacMd5_96 => Some(
+                "HMAC-MD5-96 is built on MD5 (RFC 6151); RFC 8221 section 6 forbids it for ESP",
+            ),
+            Self::HmacSha1_96
+            | Self::HmacSha256_128
+            | Self::HmacSha384_192
+            | Self::HmacSha512_256 => None,
+        }
     }
 }
 
@@ -235,6 +268,24 @@ impl DhGroup {
     pub const fn is_weak(self) -> bool {
         matches!(self, Self::Modp768 | Self::Modp1024 | Self::Modp1024S160)
     }
+
+    /// Why this choice is weak, for a log line; `None` when it is not
+    /// (agrees with [`DhGroup::is_weak`]).
+    pub const fn weakness(self) -> Option<&'static str> {
+        match self {
+            Self::Modp768 => Some("768-bit MODP group: discrete logarithms of this size have been computed publicly"),
+            Self::Modp1024 => Some("1024-bit MODP group: within reach of a well-funded attacker, and one shared prime for everyone (Logjam)"),
+            Self::Modp1024S160 => Some("1024-bit MODP group with a 160-bit subgroup: about 80-bit security"),
+            Self::Modp1536
+            | Self::Modp2048
+            | Self::Modp3072
+            | Self::Modp4096
+            | Self::Modp6144
+            | Self::Modp8192
+            | Self::Modp2048S224
+            | Self::Modp2048S256 => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +299,22 @@ mod tests {
         }
         assert_eq!(DhGroup::from_id(3), None);
         assert_eq!(DhGroup::Modp2048.modulus_len(), 256);
+    }
+
+    #[test]
+    fn weakness_reason_exactly_when_weak() {
+        for a in EncryptionAlgorithm::ALL {
+            assert_eq!(a.weakness().is_some(), a.is_weak(), "{a:?}");
+        }
+        for a in HashAlgorithm::ALL {
+            assert_eq!(a.weakness().is_some(), a.is_weak(), "{a:?}");
+        }
+        for a in IntegrityAlgorithm::ALL {
+            assert_eq!(a.weakness().is_some(), a.is_weak(), "{a:?}");
+        }
+        for g in DhGroup::ALL {
+            assert_eq!(g.weakness().is_some(), g.is_weak(), "{g:?}");
+        }
     }
 
     #[test]

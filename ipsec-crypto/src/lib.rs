@@ -10,6 +10,7 @@
 //! - [`DhPrivateKey`]: MODP Diffie-Hellman, groups 1, 2, 5, 14-18, 22-24
 //!   (RFC 2409 section 6, RFC 3526, RFC 5114).
 //! - [`ikev1`]: SKEYID and friends, IVs, HASH_I/HASH_R, Quick Mode hashes and KEYMAT.
+//! - [`weaknesses`]: which negotiated algorithms deserve a warning, with the reason.
 //!
 //! Secret values (pre-shared keys, DH private values, SKEYID*, keys) live in types that
 //! are zeroized on drop and whose `Debug` prints no bytes. MACs and hashes received from a
@@ -25,6 +26,7 @@ mod hash;
 pub mod ikev1;
 mod integrity;
 pub mod secret;
+mod weak;
 
 pub use alg::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm};
 pub use cipher::Cipher;
@@ -33,3 +35,4 @@ pub use error::CryptoError;
 pub use hash::{hash, Digest, Prf};
 pub use integrity::Integrity;
 pub use secret::SecretBytes;
+pub use weak::{weaknesses, Algorithm, Weakness};
