@@ -62,7 +62,7 @@ pub mod replay;
 pub mod sa;
 pub mod spd;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -319,10 +319,12 @@ impl PairState {
 pub struct DataPlane {
     config: DataPlaneConfig,
     spd: Spd,
-    /// Installed pairs by inbound SPI (which we chose, so it is unique).
-    pairs: HashMap<u32, PairState>,
+    /// Installed pairs by inbound SPI (which we chose, so it is unique). A B-tree rather
+    /// than a hash map: O(log n) lookups that never allocate, a deterministic iteration
+    /// order, and no hash keys drawn from the OS (this crate takes no entropy of its own).
+    pairs: BTreeMap<u32, PairState>,
     /// Inbound SPIs of each policy's pairs, newest first.
-    by_policy: HashMap<PolicyId, Vec<u32>>,
+    by_policy: BTreeMap<PolicyId, Vec<u32>>,
     drops: DropCounters,
     events: VecDeque<Event>,
 }
@@ -333,8 +335,8 @@ impl DataPlane {
         Self {
             config,
             spd: Spd::new(),
-            pairs: HashMap::new(),
-            by_policy: HashMap::new(),
+            pairs: BTreeMap::new(),
+            by_policy: BTreeMap::new(),
             drops: DropCounters::default(),
             events: VecDeque::with_capacity(16),
         }
@@ -356,6 +358,13 @@ impl DataPlane {
         tracing::debug!(%id, local = %policy.local, remote = %policy.remote,
             action = ?policy.action, priority = policy.priority, "policy added");
         id
+    }
+
+    /// Adds many SPD entries at once (the index is rebuilt once, not per entry).
+    pub fn add_policies(&mut self, policies: impl IntoIterator<Item = Policy>) -> Vec<PolicyId> {
+        let ids = self.spd.insert_all(policies);
+        tracing::debug!(count = ids.len(), "policies added");
+        ids
     }
 
     /// Removes an SPD entry and every SA pair attached to it.
@@ -480,7 +489,7 @@ impl DataPlane {
         self.pairs.get(&inbound_spi).map(|p| p.stats(inbound_spi))
     }
 
-    /// Counters and state of every installed pair (in no particular order).
+    /// Counters and state of every installed pair, by ascending inbound SPI.
     pub fn pairs(&self) -> impl Iterator<Item = SaPairStats> + '_ {
         self.pairs.iter().map(|(&spi, p)| p.stats(spi))
     }

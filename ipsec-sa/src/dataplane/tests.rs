@@ -828,3 +828,116 @@ fn set_remote_redirects_the_pair() {
     assert_eq!(t.encapsulation, Encapsulation::UdpTunnel);
     assert!(!g.a.set_remote(0x1234, sock("198.51.100.7:61000")));
 }
+
+#[test]
+fn inbound_kilobyte_lifetime_refuses_after_hard_limit() {
+    let life = Lifetime {
+        seconds: None,
+        kilobytes: Some(1),
+    };
+    let mut g = Gateways::with_config(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        DataPlaneConfig::default(),
+        life,
+    );
+    // Crafted packets keep A's own outbound limit out of the picture.
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 580);
+    let first = craft(&g.a_pair.outbound, 1, &with_trailer(&inner, 4));
+    let second = craft(&g.a_pair.outbound, 2, &with_trailer(&inner, 4));
+    g.receive(&first).unwrap();
+    assert_eq!(
+        g.receive(&second).unwrap_err(),
+        DropError::LifetimeExpired {
+            spi: 0xd000_0001,
+            kilobytes: 1
+        }
+    );
+    assert!(matches!(
+        g.b.poll_event(),
+        Some(Event::HardLifetime {
+            limit: LimitKind::Kilobytes,
+            inbound_spi: 0xd000_0001,
+            ..
+        })
+    ));
+    let stats = g.b.pair_stats(0xd000_0001).unwrap();
+    assert_eq!((stats.inbound.packets, stats.inbound.bytes), (1, 600));
+    assert!(stats.hard_expired);
+}
+
+#[test]
+fn data_plane_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<DataPlane>();
+}
+
+#[test]
+fn add_policies_indexes_a_batch() {
+    let mut dp = DataPlane::new(DataPlaneConfig::default());
+    let ids =
+        dp.add_policies((0..3u8).map(|i| protect("10.1.0.0/24", &format!("10.{}.0.0/16", i + 2))));
+    assert_eq!(ids, vec![PolicyId(0), PolicyId(1), PolicyId(2)]);
+    let inner = ping([10, 1, 0, 1], [10, 4, 9, 9], 8);
+    let mut buf = vec![0u8; 200];
+    buf[24..24 + inner.len()].copy_from_slice(&inner);
+    let mut rng = ChaCha20Rng::seed_from_u64(0);
+    assert_eq!(
+        dp.encapsulate(&mut buf, 24..24 + inner.len(), &mut rng),
+        Err(DropError::NoOutboundSa {
+            policy: PolicyId(2)
+        })
+    );
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn algs() -> impl Strategy<Value = (Enc, Integ)> {
+        (
+            prop::sample::select(Enc::ALL.to_vec()),
+            prop::sample::select(Integ::ALL.to_vec()),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any IPv4 payload length, any algorithm pair: what goes in comes out.
+        #[test]
+        fn round_trips(
+            (enc, integ) in algs(),
+            body in proptest::collection::vec(any::<u8>(), 0..1500),
+            host in 1u8..255,
+        ) {
+            let mut g = Gateways::new(enc, integ);
+            let inner = ipv4([10, 1, 0, host], [10, 2, 0, 1], 17, &body);
+            let esp = g.send(&inner).unwrap();
+            prop_assert_eq!(esp.len(), EspOverhead::new(enc, integ).esp_len(inner.len()));
+            prop_assert_eq!(g.receive(&esp).unwrap(), inner);
+        }
+
+        /// Arbitrary bytes behind a known SPI never panic and are never delivered.
+        #[test]
+        fn garbage_is_dropped_not_delivered(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+            let mut packet = 0xd000_0001u32.to_be_bytes().to_vec();
+            packet.extend_from_slice(&tail);
+            prop_assert!(g.receive(&packet).is_err());
+            prop_assert_eq!(g.b.drop_counters().total(), 1);
+        }
+
+        /// Flipping any single bit of a valid packet makes it undeliverable.
+        #[test]
+        fn any_bit_flip_is_detected(bit in 0usize..(8 * 100)) {
+            let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+            let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 44);
+            let mut esp = g.send(&inner).unwrap();
+            let bit = bit % (8 * esp.len());
+            esp[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(g.receive(&esp).is_err());
+        }
+    }
+}
