@@ -64,6 +64,18 @@ impl SaCounters {
 }
 
 /// Size arithmetic of ESP with one cipher and one integrity algorithm.
+///
+/// The most ESP adds to an inner packet is `headroom() + max_tailroom()`; on the wire add
+/// the outer IP header (20 or 40) and, for ESP in UDP, 8 more. For the supported
+/// algorithms (see the `overhead_per_algorithm` test):
+///
+/// | cipher | integrity | header+IV | max pad+2 | ICV | max total |
+/// |---|---|---|---|---|---|
+/// | DES, 3DES | HMAC-MD5-96, HMAC-SHA1-96 | 16 | 9 | 12 | 37 |
+/// | AES-CBC | HMAC-MD5-96, HMAC-SHA1-96 | 24 | 17 | 12 | 53 |
+/// | AES-CBC | HMAC-SHA2-256-128 | 24 | 17 | 16 | 57 |
+/// | AES-CBC | HMAC-SHA2-384-192 | 24 | 17 | 24 | 65 |
+/// | AES-CBC | HMAC-SHA2-512-256 | 24 | 17 | 32 | 73 |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EspOverhead {
     /// Cipher block length (= IV length); the encrypted part is a multiple of it.
@@ -190,7 +202,8 @@ impl OutboundSa {
     /// packet, as CBC needs an unpredictable IV (RFC 3602 section 3). `next_header` is 4
     /// for an IPv4 payload and 41 for IPv6 (tunnel mode).
     ///
-    /// On error nothing observable has changed: the sequence number is not consumed.
+    /// On error the payload bytes and the sequence counter are unchanged (bytes after the
+    /// payload may have been written).
     pub fn seal<R: CryptoRngCore + ?Sized>(
         &mut self,
         buf: &mut [u8],

@@ -941,3 +941,46 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn overhead_per_algorithm() {
+    let max_total = |e, i| {
+        let o = EspOverhead::new(e, i);
+        o.headroom() + o.max_tailroom()
+    };
+    for i in [Integ::HmacMd5_96, Integ::HmacSha1_96] {
+        assert_eq!(max_total(Enc::DesCbc, i), 37);
+        assert_eq!(max_total(Enc::TripleDesCbc, i), 37);
+        assert_eq!(max_total(Enc::AesCbc128, i), 53);
+    }
+    assert_eq!(max_total(Enc::AesCbc256, Integ::HmacSha256_128), 57);
+    assert_eq!(max_total(Enc::AesCbc192, Integ::HmacSha384_192), 65);
+    assert_eq!(max_total(Enc::AesCbc128, Integ::HmacSha512_256), 73);
+    // The buffer constants cover the worst case.
+    for e in Enc::ALL {
+        for i in Integ::ALL {
+            let o = EspOverhead::new(e, i);
+            assert!(o.headroom() <= MAX_HEADROOM && o.max_tailroom() <= MAX_TAILROOM);
+        }
+    }
+    // ESP in UDP over IPv6 with a 1280-byte path MTU (the IPv6 minimum), AES/SHA1:
+    // 1280 - 40 - 8 = 1232; - 24 - 12 = 1196; 74 blocks = 1184; - 2 = 1182.
+    let o = EspOverhead::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    assert_eq!(
+        inner_mtu(
+            o,
+            sock("[2001:db8::1]:4500"),
+            Encapsulation::UdpTunnel,
+            1280
+        ),
+        Some(1182)
+    );
+    assert_eq!(
+        inner_mtu(o, sock("192.0.2.1:4500"), Encapsulation::Tunnel, 1500),
+        Some(1438)
+    );
+    assert_eq!(
+        inner_mtu(o, sock("192.0.2.1:4500"), Encapsulation::Tunnel, 40),
+        None
+    );
+}
