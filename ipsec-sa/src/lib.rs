@@ -8,4 +8,5 @@
 
 pub mod child;
 pub mod dataplane;
+pub mod endpoint;
 pub mod selector;

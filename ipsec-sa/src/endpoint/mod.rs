@@ -1,0 +1,523 @@
+//! The IKEv1 control plane as a sans-IO state machine: datagrams in; datagrams, timers and
+//! events out; time and randomness passed in.
+//!
+//! An [`Endpoint`] holds the configured tunnels and every ISAKMP SA. It routes each
+//! incoming ISAKMP message by its cookie pair (RFC 2408 section 3.1) to the SA, and inside
+//! the SA by message ID to the phase-1 exchange (ID 0), a Quick Mode (RFC 2409 section
+//! 5.5) or an Informational exchange (section 5.7). An unsolicited first Main Mode message
+//! is matched to a tunnel by the peer's address; nothing else creates state.
+//!
+//! Supported: Main Mode with pre-shared keys in both roles, NAT traversal (RFC 3947 and
+//! draft-ietf-ipsec-nat-t-ike-02) including the float to UDP 4500, Quick Mode with or
+//! without PFS in both roles, Delete and DPD R-U-THERE from the peer (RFC 3706),
+//! retransmission with back-off. Not yet: Aggressive Mode, certificates, phase-1 or
+//! phase-2 rekeying before expiry, sending DPD probes.
+//!
+//! # Driving it
+//!
+//! ```text
+//! loop {
+//!     handle_datagram(now, local, remote, bytes)   for each ISAKMP message received
+//!     handle_timeout(now)                          when poll_timeout() has passed
+//!     while let Some(t) = poll_transmit() { send t.payload (after 4 zero bytes if t.non_esp_marker) }
+//!     while let Some(e) = poll_event()    { install / remove SAs, log }
+//! }
+//! ```
+
+mod config;
+mod error;
+mod ident;
+mod ike_sa;
+mod message;
+mod natt;
+mod proposal;
+mod quick_mode;
+mod timer;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ipsec_proto::isakmp::Message;
+use rand_core::CryptoRngCore;
+use tracing::{debug, trace};
+
+pub use config::{
+    ConfigError, DpdAction, DpdConfig, EndpointConfig, Identity, Phase1Config, Phase1Mode,
+    Phase1Proposal, Phase2Config, Phase2Proposal, RetransmitConfig, TunnelConfig,
+};
+pub use error::{FailureReason, InitiateError, PeerMisbehaved};
+
+use crate::child::ChildSaPair;
+use ike_sa::IkeSa;
+
+/// Identifies a tunnel added with [`Endpoint::add_tunnel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TunnelId(usize);
+
+impl fmt::Display for TunnelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tunnel#{}", self.0)
+    }
+}
+
+/// A datagram to send.
+#[must_use = "a Transmit is a datagram that should be sent"]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Source address and port (port 4500 after a NAT-T float).
+    pub local: SocketAddr,
+    /// Destination address and port.
+    pub remote: SocketAddr,
+    /// The ISAKMP message.
+    pub payload: Vec<u8>,
+    /// Prepend the four zero bytes of the non-ESP marker (RFC 3948 section 2.2): set for
+    /// every ISAKMP message on port 4500.
+    pub non_esp_marker: bool,
+}
+
+/// Something the caller should act on.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are rare and drained at once; the pair is moved to the data plane as is"
+)]
+pub enum Event {
+    /// An ISAKMP SA is ready (RFC 2409 section 5: Main Mode finished).
+    Phase1Established {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Our address and port for IKE from now on.
+        local: SocketAddr,
+        /// The peer's.
+        remote: SocketAddr,
+        /// Whether NAT-D found a NAT (or a peer faking one), so ESP goes in UDP 4500.
+        nat_detected: bool,
+    },
+    /// A pair of ESP SAs is ready for the data plane.
+    ChildSaEstablished {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Keys, SPIs, selectors, addresses.
+        pair: ChildSaPair,
+    },
+    /// A pair of ESP SAs must be removed (the peer deleted it, or it expired).
+    ChildSaDeleted {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The SPI we receive on.
+        inbound_spi: u32,
+        /// The SPI we send with.
+        outbound_spi: u32,
+    },
+    /// The ISAKMP SA is gone (deleted by the peer, expired, or shut down).
+    Phase1Deleted {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// An exchange failed; the text of `reason` says what to fix.
+    Failed {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// Dead peer detection gave up on the peer (RFC 3706).
+    PeerDead {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+}
+
+/// Hands out SPIs for the SAs we receive on, so they can be unique across several
+/// endpoints or match a data plane's table. Without one, the endpoint draws SPIs from its
+/// RNG and avoids the ones it has in use.
+pub trait SpiAllocator {
+    /// A fresh SPI, at least 256 (RFC 4303 section 2.1 reserves 1..=255), or `None` when
+    /// none is free.
+    fn allocate(&mut self) -> Option<u32>;
+    /// The SPI is no longer used.
+    fn release(&mut self, spi: u32) {
+        let _ = spi;
+    }
+}
+
+/// The endpoint's inbound SPIs.
+struct SpiPool {
+    allocator: Option<Box<dyn SpiAllocator + Send>>,
+    in_use: HashSet<u32>,
+}
+
+impl SpiPool {
+    fn allocate(&mut self, rng: &mut dyn CryptoRngCore) -> Option<u32> {
+        let spi = match &mut self.allocator {
+            Some(a) => a.allocate().filter(|s| *s >= 256)?,
+            None => loop {
+                let s = rng.next_u32();
+                if s >= 256 && !self.in_use.contains(&s) {
+                    break s;
+                }
+            },
+        };
+        self.in_use.insert(spi);
+        Some(spi)
+    }
+
+    fn release(&mut self, spi: u32) {
+        if self.in_use.remove(&spi) {
+            if let Some(a) = &mut self.allocator {
+                a.release(spi);
+            }
+        }
+    }
+}
+
+/// What an SA needs from the endpoint while it handles an input.
+struct Cx<'a> {
+    now: Instant,
+    config: &'a EndpointConfig,
+    rng: &'a mut (dyn CryptoRngCore + Send),
+    spis: &'a mut SpiPool,
+    transmits: &'a mut VecDeque<Transmit>,
+    events: &'a mut VecDeque<Event>,
+}
+
+impl Cx<'_> {
+    fn random<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.rng.fill_bytes(&mut b);
+        b
+    }
+
+    fn allocate_spi(&mut self) -> Option<u32> {
+        self.spis.allocate(&mut *self.rng)
+    }
+
+    fn event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+}
+
+/// Identifies an ISAKMP SA inside the endpoint.
+type SaId = u64;
+
+/// The IKEv1 SA manager. See the module docs.
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: Box<dyn CryptoRngCore + Send>,
+    spis: SpiPool,
+    tunnels: Vec<TunnelConfig>,
+    sas: HashMap<SaId, IkeSa>,
+    /// Cookie pair -> SA. An SA we initiated is filed under (CKY-I, 0) until MM2 names the
+    /// responder cookie.
+    by_cookies: HashMap<([u8; 8], [u8; 8]), SaId>,
+    next_sa: SaId,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("tunnels", &self.tunnels.len())
+            .field("sas", &self.sas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint with no tunnels. `rng` supplies cookies, nonces, DH secrets, message
+    /// IDs and SPIs; a seeded RNG makes runs reproducible.
+    pub fn new(config: EndpointConfig, rng: Box<dyn CryptoRngCore + Send>) -> Self {
+        Self {
+            config,
+            rng,
+            spis: SpiPool {
+                allocator: None,
+                in_use: HashSet::new(),
+            },
+            tunnels: Vec::new(),
+            sas: HashMap::new(),
+            by_cookies: HashMap::new(),
+            next_sa: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Uses `allocator` for inbound SPIs from now on.
+    pub fn set_spi_allocator(&mut self, allocator: Box<dyn SpiAllocator + Send>) {
+        self.spis.allocator = Some(allocator);
+    }
+
+    /// Adds a tunnel. As responder, a peer is matched to its tunnel by its IP address.
+    pub fn add_tunnel(&mut self, tunnel: TunnelConfig) -> Result<TunnelId, ConfigError> {
+        tunnel.validate()?;
+        if let Some(other) = self
+            .tunnels
+            .iter()
+            .find(|t| t.remote_addr.ip() == tunnel.remote_addr.ip())
+        {
+            return Err(ConfigError::DuplicateRemote {
+                tunnel: tunnel.name.clone(),
+                remote: tunnel.remote_addr,
+                other: other.name.clone(),
+            });
+        }
+        self.tunnels.push(tunnel);
+        Ok(TunnelId(self.tunnels.len() - 1))
+    }
+
+    /// The configuration of `tunnel`.
+    pub fn tunnel(&self, tunnel: TunnelId) -> Option<&TunnelConfig> {
+        self.tunnels.get(tunnel.0)
+    }
+
+    /// Starts negotiating a pair of ESP SAs for `tunnel`: Quick Mode on an established
+    /// ISAKMP SA, or Main Mode first when there is none. Results arrive as events.
+    pub fn initiate(&mut self, tunnel: TunnelId, now: Instant) -> Result<(), InitiateError> {
+        let config = self
+            .tunnels
+            .get(tunnel.0)
+            .ok_or(InitiateError::UnknownTunnel(tunnel))?;
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &mut self.spis,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+
+        // Prefer an established SA, then one being negotiated.
+        let existing = self
+            .sas
+            .values_mut()
+            .filter(|sa| sa.tunnel == tunnel && sa.is_usable())
+            .max_by_key(|sa| sa.is_established());
+        if let Some(sa) = existing {
+            sa.request_child(&mut cx, config);
+            return Ok(());
+        }
+
+        let sa = IkeSa::initiate(&mut cx, tunnel, config);
+        let id = self.next_sa;
+        self.next_sa += 1;
+        self.by_cookies.insert(sa.cookies(), id);
+        self.sas.insert(id, sa);
+        Ok(())
+    }
+
+    /// Handles one ISAKMP message received from `remote` on `local`. On port 4500 the
+    /// caller has removed the non-ESP marker. Anything that does not parse or belongs to
+    /// no SA is dropped (logged at debug).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let msg = match Message::parse(datagram) {
+            Ok(m) => m,
+            Err(error) => {
+                debug!(%remote, %error, "dropping datagram: not an ISAKMP message");
+                return;
+            }
+        };
+        let h = &msg.header;
+        trace!(%remote, exchange = h.exchange_type.0, message_id = h.message_id,
+            len = datagram.len(), "ISAKMP message received");
+        if h.major_version() != 1 {
+            debug!(%remote, version = h.version, "dropping message: not ISAKMP version 1");
+            return;
+        }
+
+        let key = (h.initiator_cookie, h.responder_cookie);
+        let id = match self.by_cookies.get(&key) {
+            Some(id) => *id,
+            None => match self.route_new(now, key, local, remote, &msg, datagram) {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &mut self.spis,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+
+        if let Some(sa) = self.sas.get_mut(&id) {
+            let Some(tunnel) = self.tunnels.get(sa.tunnel.0) else {
+                return;
+            };
+            let before = sa.cookies();
+            sa.handle(&mut cx, tunnel, local, remote, &msg, datagram);
+            let after = sa.cookies();
+            if before != after {
+                self.by_cookies.remove(&before);
+                self.by_cookies.insert(after, id);
+            }
+        }
+        self.sweep();
+    }
+
+    /// Finds the SA for a message whose cookie pair is not filed: an answer to our MM1
+    /// (filed under CKY-I alone), or a retransmitted MM1. A new MM1 from a peer is
+    /// answered here; `None` means the message was dropped or fully handled.
+    fn route_new(
+        &mut self,
+        now: Instant,
+        key: ([u8; 8], [u8; 8]),
+        local: SocketAddr,
+        remote: SocketAddr,
+        msg: &Message<'_>,
+        datagram: &[u8],
+    ) -> Option<SaId> {
+        if key.1 != [0; 8] {
+            let found = self.by_cookies.get(&(key.0, [0; 8])).copied();
+            if found.is_none() {
+                debug!(%remote, cky_i = %hex8(&key.0), cky_r = %hex8(&key.1),
+                    "dropping message: no SA with these cookies");
+            }
+            return found;
+        }
+        if msg.header.exchange_type.0 != message::exchange::MAIN || msg.header.message_id != 0 {
+            debug!(%remote, "dropping message: zero responder cookie outside MM1");
+            return None;
+        }
+
+        // A retransmitted MM1: the responder SA we made for it answers again.
+        if let Some((id, _)) = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.is_responder_for(key.0, remote))
+        {
+            return Some(*id);
+        }
+
+        // A new MM1: policy is the tunnel configured for this peer address.
+        let Some(tunnel) = self
+            .tunnels
+            .iter()
+            .position(|t| t.remote_addr.ip() == remote.ip())
+        else {
+            debug!(%remote, "dropping MM1: no tunnel is configured for this peer");
+            return None;
+        };
+        let half_open = self.sas.values().filter(|sa| sa.is_half_open()).count();
+        if half_open >= self.config.max_half_open {
+            debug!(%remote, half_open, "dropping MM1: too many half-open phase-1 exchanges");
+            return None;
+        }
+        let config = self.tunnels.get(tunnel)?;
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &mut self.spis,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        let sa = IkeSa::respond(
+            &mut cx,
+            TunnelId(tunnel),
+            config,
+            local,
+            remote,
+            msg,
+            datagram,
+        )?;
+        let id = self.next_sa;
+        self.next_sa += 1;
+        self.by_cookies.insert(sa.cookies(), id);
+        self.sas.insert(id, sa);
+        None
+    }
+
+    /// Removes SAs that are finished.
+    fn sweep(&mut self) {
+        let dead: Vec<SaId> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.is_gone())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            if let Some(sa) = self.sas.remove(&id) {
+                self.by_cookies.remove(&sa.cookies());
+                trace!(sa = id, "ISAKMP SA forgotten");
+            }
+        }
+    }
+
+    /// The next datagram to send, if any. Call until it returns `None` after every
+    /// `handle_*`, `initiate` or `shutdown` call.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any. Call until it returns `None` after every input.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(IkeSa::next_timeout).min()
+    }
+
+    /// Fires every timer due at `now`. Calling early or twice does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &mut self.spis,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        for sa in self.sas.values_mut() {
+            if let Some(tunnel) = self.tunnels.get(sa.tunnel.0) {
+                sa.handle_timeout(&mut cx, tunnel);
+            }
+        }
+        self.sweep();
+    }
+
+    /// Tells DPD that an ESP packet arrived on `inbound_spi` (RFC 3706 section 5.5:
+    /// traffic is proof of liveness).
+    pub fn traffic_seen(&mut self, inbound_spi: u32, now: Instant) {
+        for sa in self.sas.values_mut() {
+            if sa.owns_inbound_spi(inbound_spi) {
+                sa.traffic_seen(now);
+            }
+        }
+    }
+
+    /// Sends Delete for every ESP and ISAKMP SA (RFC 2408 section 3.15) and forgets them.
+    pub fn shutdown(&mut self, now: Instant) {
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &mut self.spis,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        for sa in self.sas.values_mut() {
+            sa.delete(&mut cx);
+        }
+        self.sweep();
+    }
+}
+
+/// Hex of a cookie, for logs.
+fn hex8(b: &[u8; 8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

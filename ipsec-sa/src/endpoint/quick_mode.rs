@@ -1,0 +1,946 @@
+//! Quick Mode (RFC 2409 section 5.5): one pair of ESP SAs per exchange, under the
+//! protection of an established ISAKMP SA.
+//!
+//! ```text
+//! Initiator                        Responder
+//! HDR*, HASH(1), SA, Ni [, KE] [, IDci, IDcr]  -->
+//!          <--  HDR*, HASH(2), SA, Nr [, KE] [, IDci, IDcr] [, N(RESPONDER-LIFETIME)]
+//! HDR*, HASH(3)                                -->
+//! ```
+
+#![expect(
+    clippy::result_large_err,
+    reason = "a rejected transition hands its state back by value; this happens once per received message, so the move costs nothing that matters"
+)]
+
+use ipsec_crypto::ikev1;
+use ipsec_crypto::{DhPrivateKey, SecretBytes};
+use ipsec_proto::isakmp::{
+    Message, NotifyPayload, NotifyType, Payload, PayloadType, ProtocolId, DOI_IPSEC,
+};
+use tracing::{debug, info, warn};
+
+use super::config::TunnelConfig;
+use super::error::{notify, FailureReason, PeerMisbehaved};
+use super::ident::{selector, selector_payload};
+use super::ike_sa::{Contents, IkeSa, Rejected, Retransmission, NONCE_LEN};
+use super::message::{self, exchange, HashedChain};
+use super::natt::NATT_PORT;
+use super::proposal::{self, encap, Phase2Choice, PROTO_ESP};
+use super::timer::Timer;
+use super::{Cx, Event, Transmit};
+use crate::child::{ChildSaPair, Encapsulation, EspSaKeys, Lifetime};
+use crate::selector::TrafficSelector;
+
+/// Initiator, QM1 sent.
+pub(super) struct ExpectQm2 {
+    inbound_spi: u32,
+    ni_b: Vec<u8>,
+    dh: Option<DhPrivateKey>,
+    local_ts: TrafficSelector,
+    remote_ts: TrafficSelector,
+    /// Bodies of the IDci and IDcr we sent, which the responder must echo.
+    id_bodies: [Vec<u8>; 2],
+    encapsulation: u16,
+}
+
+/// Responder, QM2 sent; the SA pair is ready to install once QM3 proves the initiator
+/// saw our answer.
+pub(super) struct ExpectQm3 {
+    ni_b: Vec<u8>,
+    nr_b: Vec<u8>,
+    pair: ChildSaPair,
+}
+
+enum QmState {
+    ExpectQm2(ExpectQm2),
+    ExpectQm3(ExpectQm3),
+    /// Finished; kept to answer retransmissions.
+    Done,
+    /// Abandoned; kept to absorb retransmissions.
+    Failed,
+}
+
+impl QmState {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ExpectQm2(_) => "ExpectQm2",
+            Self::ExpectQm3(_) => "ExpectQm3",
+            Self::Done => "Done",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+/// One Quick Mode exchange, by message ID.
+pub(super) struct QuickMode {
+    pub(super) message_id: u32,
+    state: QmState,
+    last_in: Option<Vec<u8>>,
+    last_out: Option<Transmit>,
+    retransmission: Option<Retransmission>,
+}
+
+impl QuickMode {
+    /// Our inbound SPI while the exchange has not handed it to an event.
+    pub(super) fn inbound_spi_pending(&self) -> Option<u32> {
+        match &self.state {
+            QmState::ExpectQm2(s) => Some(s.inbound_spi),
+            QmState::ExpectQm3(s) => Some(s.pair.inbound.spi),
+            QmState::Done | QmState::Failed => None,
+        }
+    }
+
+    pub(super) fn is_pending_initiator(&self) -> bool {
+        matches!(self.state, QmState::ExpectQm2(_))
+    }
+
+    /// Gives up on the exchange and releases its SPI.
+    pub(super) fn abandon(&mut self, cx: &mut Cx<'_>) {
+        if let Some(spi) = self.inbound_spi_pending() {
+            cx.spis.release(spi);
+        }
+        self.retransmission = None;
+        self.set_state(QmState::Failed);
+    }
+
+    /// The single place a Quick Mode's state changes, traced.
+    fn set_state(&mut self, next: QmState) {
+        debug!(
+            message_id = format_args!("{:08x}", self.message_id),
+            from = self.state.name(),
+            to = next.name(),
+            "Quick Mode state"
+        );
+        self.state = next;
+    }
+}
+
+/// The two selectors a Quick Mode proposes: the first configured entry of each side.
+fn proposed_selectors(config: &TunnelConfig) -> Option<(TrafficSelector, TrafficSelector)> {
+    Some((*config.local_ts.first()?, *config.remote_ts.first()?))
+}
+
+impl IkeSa {
+    /// The encapsulation mode to propose or accept: UDP tunnel when a NAT was found
+    /// (RFC 3947 section 5.1), else tunnel.
+    fn wanted_encapsulation(&self) -> u16 {
+        match self.nat_t {
+            Some(v) if self.nat.any() => v.udp_tunnel_mode(),
+            _ => encap::TUNNEL,
+        }
+    }
+
+    fn fresh_message_id(&self, cx: &mut Cx<'_>) -> u32 {
+        loop {
+            let m = u32::from_be_bytes(cx.random());
+            if m != 0 && !self.quick_modes.iter().any(|q| q.message_id == m) {
+                return m;
+            }
+        }
+    }
+
+    /// Sends QM1 = HDR*, HASH(1), SA, Ni [, KE], IDci, IDcr (RFC 2409 section 5.5).
+    pub(super) fn start_quick_mode(&mut self, cx: &mut Cx<'_>, config: &TunnelConfig) {
+        let Some((local_ts, remote_ts)) = proposed_selectors(config) else {
+            return;
+        };
+        let Some(inbound_spi) = cx.allocate_spi() else {
+            cx.event(Event::Failed {
+                tunnel: self.tunnel,
+                reason: FailureReason::NoSpiAvailable,
+            });
+            return;
+        };
+        let message_id = self.fresh_message_id(cx);
+        let encapsulation = self.wanted_encapsulation();
+        let p2 = &config.phase2;
+        let ni_b = cx.random::<NONCE_LEN>().to_vec();
+        let dh = p2.pfs_group.map(|g| DhPrivateKey::generate(g, &mut cx.rng));
+
+        let sa = proposal::phase2_offer(
+            &p2.proposals,
+            p2.pfs_group,
+            encapsulation,
+            p2.lifetime,
+            inbound_spi,
+        );
+        let idci = selector_payload(&local_ts);
+        let idcr = selector_payload(&remote_ts);
+        let id_bodies = [idci.to_body(), idcr.to_body()];
+        let mut payloads = vec![Payload::Sa(sa), Payload::Nonce(ni_b.clone())];
+        if let Some(dh) = &dh {
+            payloads.push(Payload::KeyExchange(dh.public_key()));
+        }
+        payloads.push(Payload::Identification(idci));
+        payloads.push(Payload::Identification(idcr));
+
+        let Some(keys) = &mut self.keys else {
+            return;
+        };
+        let chain = HashedChain::new(&payloads);
+        // HASH(1) = prf(SKEYID_a, M-ID | SA | Ni [ | KE ] [ | IDci | IDcr ])
+        let hash = ikev1::qm_hash1(keys.prf, &keys.skeyid_a, message_id, &chain.rest);
+        let bytes = match keys.seal(
+            self.cky_i,
+            self.cky_r,
+            exchange::QUICK,
+            message_id,
+            PayloadType::HASH,
+            &chain.with_hash(&hash),
+            false,
+        ) {
+            Ok(b) => b,
+            Err(error) => {
+                warn!(%error, "cannot encrypt QM1");
+                cx.spis.release(inbound_spi);
+                return;
+            }
+        };
+        info!(tunnel = %self.tunnel, message_id = format_args!("{message_id:08x}"),
+            local_ts = %local_ts, remote_ts = %remote_ts, encapsulation,
+            inbound_spi = format_args!("{inbound_spi:08x}"), "starting Quick Mode");
+
+        let t = self.qm_transmit(bytes);
+        cx.transmits.push_back(t.clone());
+        self.timers.set(
+            Timer::QuickModeRetransmit(message_id),
+            cx.now + cx.config.retransmit.interval(1),
+        );
+        self.quick_modes.push(QuickMode {
+            message_id,
+            state: QmState::ExpectQm2(ExpectQm2 {
+                inbound_spi,
+                ni_b,
+                dh,
+                local_ts,
+                remote_ts,
+                id_bodies,
+                encapsulation,
+            }),
+            last_in: None,
+            last_out: None,
+            retransmission: Some(Retransmission {
+                transmit: t,
+                sent: 1,
+            }),
+        });
+    }
+
+    fn qm_transmit(&self, payload: Vec<u8>) -> Transmit {
+        Transmit {
+            local: self.local,
+            remote: self.remote,
+            payload,
+            non_esp_marker: self.floated,
+        }
+    }
+
+    /// Routes a Quick Mode message by message ID: an answer to ours, a retransmission,
+    /// or the peer's new QM1.
+    pub(super) fn handle_quick_mode(
+        &mut self,
+        cx: &mut Cx<'_>,
+        config: &TunnelConfig,
+        msg: &Message<'_>,
+        datagram: &[u8],
+    ) {
+        if !self.is_established() {
+            debug!(tunnel = %self.tunnel, "dropping Quick Mode message: phase 1 not established");
+            return;
+        }
+        let m = msg.header.message_id;
+        let Some(pos) = self.quick_modes.iter().position(|q| q.message_id == m) else {
+            self.respond_quick_mode(cx, config, msg, datagram);
+            return;
+        };
+
+        // A retransmitted message gets our last answer again.
+        let Some(qm) = self.quick_modes.get_mut(pos) else {
+            return;
+        };
+        if qm.last_in.as_deref() == Some(datagram) {
+            if let Some(t) = qm.last_out.clone() {
+                debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"),
+                    "peer retransmitted; resending our last Quick Mode message");
+                cx.transmits.push_back(t);
+            }
+            return;
+        }
+
+        let state = std::mem::replace(&mut qm.state, QmState::Failed);
+        let result = match state {
+            QmState::ExpectQm2(s) => self
+                .on_qm2(cx, config, m, s, msg)
+                .map_err(|(s, e)| (QmState::ExpectQm2(s), e)),
+            QmState::ExpectQm3(s) => self
+                .on_qm3(cx, m, s, msg)
+                .map_err(|(s, e)| (QmState::ExpectQm3(s), e)),
+            other => Err((
+                other,
+                Rejected::Ignore("Quick Mode message after the exchange ended".into()),
+            )),
+        };
+        let linger = cx.now + cx.config.linger;
+        let Some(qm) = self.quick_modes.iter_mut().find(|q| q.message_id == m) else {
+            return;
+        };
+        match result {
+            Ok((next, answer)) => {
+                qm.last_in = Some(datagram.to_vec());
+                qm.last_out = answer;
+                qm.retransmission = None;
+                qm.set_state(next);
+                self.timers.stop(Timer::QuickModeRetransmit(m));
+                self.timers.set(Timer::QuickModeLinger(m), linger);
+                if let Some(keys) = &mut self.keys {
+                    keys.forget(m);
+                }
+            }
+            Err((state, Rejected::Ignore(why))) => {
+                qm.state = state;
+                debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %why,
+                    "dropping Quick Mode message");
+            }
+            Err((state, Rejected::Fatal(reason))) => {
+                qm.state = state;
+                qm.abandon(cx);
+                self.timers.stop(Timer::QuickModeRetransmit(m));
+                self.timers.set(Timer::QuickModeLinger(m), linger);
+                warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %reason, "Quick Mode failed");
+                if let FailureReason::Peer(e) = &reason {
+                    self.send_protected_error(cx, e.notify_type(), Vec::new());
+                }
+                cx.event(Event::Failed {
+                    tunnel: self.tunnel,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Sends an error notification about a phase-2 negotiation, protected.
+    fn send_protected_error(&mut self, cx: &mut Cx<'_>, notify_type: NotifyType, spi: Vec<u8>) {
+        let n = NotifyPayload {
+            doi: DOI_IPSEC,
+            protocol_id: ProtocolId(PROTO_ESP),
+            notify_type,
+            spi,
+            data: Vec::new(),
+        };
+        self.send_informational(cx, &[Payload::Notification(n)]);
+    }
+
+    /// Decrypts a Quick Mode message, checks HASH is first, and returns the plaintext
+    /// with the IV that follows it.
+    fn open_quick_mode(&self, msg: &Message<'_>) -> Result<(Vec<u8>, Vec<u8>), Rejected> {
+        if !msg.header.is_encrypted() {
+            return Err(PeerMisbehaved::WrongEncryptionFlag {
+                message: "Quick Mode",
+            }
+            .into());
+        }
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| Rejected::Ignore("no keys".into()))?;
+        keys.open(msg.header.message_id, msg.body)
+            .map_err(|e| Rejected::Ignore(format!("does not decrypt: {e}")))
+    }
+
+    /// QM2: verify HASH(2) = prf(SKEYID_a, M-ID | Ni_b | SA | Nr [ | KE ] [ | IDci | IDcr ]),
+    /// check the choice, derive KEYMAT, send QM3 and report the SA pair.
+    fn on_qm2(
+        &mut self,
+        cx: &mut Cx<'_>,
+        config: &TunnelConfig,
+        m: u32,
+        s: ExpectQm2,
+        msg: &Message<'_>,
+    ) -> Result<(QmState, Option<Transmit>), (ExpectQm2, Rejected)> {
+        let (plain, next_iv) = match self.open_quick_mode(msg) {
+            Ok(v) => v,
+            Err(e) => return Err((s, e)),
+        };
+        let Some(keys) = &mut self.keys else {
+            return Err((s, Rejected::Ignore("no keys".into())));
+        };
+        let raw = match message::payloads(msg.header.next_payload, &plain) {
+            Ok(r) => r,
+            Err(e) => return Err((s, Rejected::Ignore(e.to_string()))),
+        };
+        match raw.first() {
+            Some(h) if h.payload_type == PayloadType::HASH => {
+                let expected = ikev1::qm_hash2(
+                    keys.prf,
+                    &keys.skeyid_a,
+                    m,
+                    &s.ni_b,
+                    message::after_first(&plain, &raw),
+                );
+                if !expected.ct_eq(h.body) {
+                    warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), "QM2 HASH(2) did not verify");
+                    return Err((s, Rejected::Ignore("HASH(2) did not verify".into())));
+                }
+            }
+            _ => return Err((s, Rejected::Ignore("QM2 does not start with HASH".into()))),
+        }
+        let c = match Contents::decode(&raw) {
+            Ok(c) => c,
+            Err(e) => return Err((s, PeerMisbehaved::Malformed(e).into())),
+        };
+        keys.commit_iv(m, next_iv);
+
+        // An authenticated error notification ends the exchange.
+        if let Some(n) = c
+            .notifies
+            .iter()
+            .find(|n| (1..=notify::LAST_ERROR).contains(&n.notify_type.0))
+        {
+            return Err((
+                s,
+                Rejected::Fatal(FailureReason::PeerNotified {
+                    notify_type: n.notify_type.0,
+                }),
+            ));
+        }
+        let p2 = &config.phase2;
+        let (Some(answer), Some(nr_b)) = (c.sa.as_ref(), c.nonce.clone()) else {
+            return Err((
+                s,
+                PeerMisbehaved::MissingPayload {
+                    message: "QM2",
+                    payload: "SA or Nonce",
+                }
+                .into(),
+            ));
+        };
+        let (outbound_spi, choice) = match proposal::check_phase2_answer(
+            answer,
+            &p2.proposals,
+            p2.pfs_group,
+            s.encapsulation,
+        ) {
+            Ok(v) => v,
+            Err(e) => return Err((s, e.into())),
+        };
+        if !c.id_bodies.is_empty() && c.id_bodies.as_slice() != s.id_bodies.as_slice() {
+            let e = PeerMisbehaved::SelectorsOutsidePolicy {
+                proposed: c
+                    .ids
+                    .iter()
+                    .map(|i| super::ident::ShowId(i).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                policy: format!("{} / {}", s.local_ts, s.remote_ts),
+            };
+            return Err((s, e.into()));
+        }
+        let g_qm_xy = match (&s.dh, &c.ke) {
+            (None, _) => None,
+            (Some(dh), Some(ke)) => match dh.shared_secret(ke) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    return Err((
+                        s,
+                        PeerMisbehaved::InvalidKeyExchange {
+                            detail: e.to_string(),
+                        }
+                        .into(),
+                    ))
+                }
+            },
+            (Some(_), None) => {
+                return Err((
+                    s,
+                    PeerMisbehaved::MissingPayload {
+                        message: "QM2",
+                        payload: "KE (PFS)",
+                    }
+                    .into(),
+                ))
+            }
+        };
+
+        // RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1): the responder's shorter life wins.
+        let mut life_seconds = choice.life_seconds;
+        let mut life_kilobytes = choice.life_kilobytes;
+        for n in c
+            .notifies
+            .iter()
+            .filter(|n| n.notify_type.0 == notify::RESPONDER_LIFETIME)
+        {
+            let (secs, kb) = responder_lifetime(&n.data);
+            debug!(tunnel = %self.tunnel, ?secs, ?kb, "peer sent RESPONDER-LIFETIME");
+            life_seconds = min_opt(life_seconds, secs);
+            life_kilobytes = min_opt(life_kilobytes, kb);
+        }
+
+        // HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b)
+        let hash3 = ikev1::qm_hash3(keys.prf, &keys.skeyid_a, m, &s.ni_b, &nr_b);
+        let chain = HashedChain::new(&[]);
+        let bytes = match keys.seal(
+            self.cky_i,
+            self.cky_r,
+            exchange::QUICK,
+            m,
+            PayloadType::HASH,
+            &chain.with_hash(&hash3),
+            false,
+        ) {
+            Ok(b) => b,
+            Err(e) => return Err((s, Rejected::Ignore(format!("cannot encrypt QM3: {e}")))),
+        };
+        let pair = self.child_pair(
+            &choice,
+            s.inbound_spi,
+            outbound_spi,
+            g_qm_xy.as_ref(),
+            (&s.ni_b, &nr_b),
+            (s.local_ts, s.remote_ts),
+            Lifetime {
+                seconds: life_seconds,
+                kilobytes: life_kilobytes,
+            },
+        );
+        let t = self.qm_transmit(bytes);
+        cx.transmits.push_back(t.clone());
+        self.report_child(cx, pair);
+        Ok((QmState::Done, Some(t)))
+    }
+
+    /// The peer's QM1 on an established SA: choose, answer QM2, await QM3.
+    fn respond_quick_mode(
+        &mut self,
+        cx: &mut Cx<'_>,
+        config: &TunnelConfig,
+        msg: &Message<'_>,
+        datagram: &[u8],
+    ) {
+        let m = msg.header.message_id;
+        match self.answer_qm1(cx, config, msg) {
+            Ok((state, t)) => {
+                let linger = cx.now + cx.config.retransmit.interval(1);
+                self.timers.set(Timer::QuickModeRetransmit(m), linger);
+                self.quick_modes.push(QuickMode {
+                    message_id: m,
+                    state: QmState::ExpectQm3(state),
+                    last_in: Some(datagram.to_vec()),
+                    last_out: Some(t.clone()),
+                    retransmission: Some(Retransmission {
+                        transmit: t,
+                        sent: 1,
+                    }),
+                });
+            }
+            Err(Rejected::Ignore(why)) => {
+                debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %why, "dropping QM1");
+            }
+            Err(Rejected::Fatal(reason)) => {
+                warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %reason, "refusing QM1");
+                if let FailureReason::Peer(e) = &reason {
+                    self.send_protected_error(cx, e.notify_type(), Vec::new());
+                }
+                cx.event(Event::Failed {
+                    tunnel: self.tunnel,
+                    reason,
+                });
+                // Remember the message ID so retransmissions of this QM1 are absorbed.
+                self.quick_modes.push(QuickMode {
+                    message_id: m,
+                    state: QmState::Failed,
+                    last_in: Some(datagram.to_vec()),
+                    last_out: None,
+                    retransmission: None,
+                });
+                self.timers
+                    .set(Timer::QuickModeLinger(m), cx.now + cx.config.linger);
+            }
+        }
+    }
+
+    /// QM1 processing for [`Self::respond_quick_mode`]; returns the next state and QM2.
+    fn answer_qm1(
+        &mut self,
+        cx: &mut Cx<'_>,
+        config: &TunnelConfig,
+        msg: &Message<'_>,
+    ) -> Result<(ExpectQm3, Transmit), Rejected> {
+        let m = msg.header.message_id;
+        let (plain, next_iv) = self.open_quick_mode(msg)?;
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| Rejected::Ignore("no keys".into()))?;
+        let raw = message::payloads(msg.header.next_payload, &plain)
+            .map_err(|e| Rejected::Ignore(e.to_string()))?;
+        match raw.first() {
+            Some(h) if h.payload_type == PayloadType::HASH => {
+                let expected = ikev1::qm_hash1(
+                    keys.prf,
+                    &keys.skeyid_a,
+                    m,
+                    message::after_first(&plain, &raw),
+                );
+                if !expected.ct_eq(h.body) {
+                    warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), "QM1 HASH(1) did not verify");
+                    return Err(Rejected::Ignore("HASH(1) did not verify".into()));
+                }
+            }
+            _ => return Err(Rejected::Ignore("QM1 does not start with HASH".into())),
+        }
+        let c = Contents::decode(&raw).map_err(PeerMisbehaved::Malformed)?;
+        let offer = Contents::require(c.sa.as_ref(), "QM1", "SA")?;
+        let ni_b = Contents::require(c.nonce.clone(), "QM1", "Nonce")?;
+
+        // Selectors: the peer's IDci is its side (our remote), IDcr ours; absent IDs mean
+        // the two phase-1 addresses (RFC 2409 section 5.5).
+        let (remote_ts, local_ts) = match (c.ids.first(), c.ids.get(1)) {
+            (Some(ci), Some(cr)) => match (selector(ci), selector(cr)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => {
+                    return Err(PeerMisbehaved::SelectorsOutsidePolicy {
+                        proposed: "ID types that name no addresses".into(),
+                        policy: policy_text(config),
+                    }
+                    .into())
+                }
+            },
+            _ => (
+                TrafficSelector::from_addr(self.remote.ip()),
+                TrafficSelector::from_addr(self.local.ip()),
+            ),
+        };
+        let inside = config.remote_ts.iter().any(|t| t.covers(&remote_ts))
+            && config.local_ts.iter().any(|t| t.covers(&local_ts));
+        if !inside {
+            return Err(PeerMisbehaved::SelectorsOutsidePolicy {
+                proposed: format!("{remote_ts} / {local_ts}"),
+                policy: policy_text(config),
+            }
+            .into());
+        }
+
+        let p2 = &config.phase2;
+        let mut modes = vec![encap::TUNNEL];
+        if let Some(v) = self.nat_t {
+            modes.push(v.udp_tunnel_mode());
+        }
+        let (outbound_spi, mut choice) =
+            proposal::choose_phase2(offer, &p2.proposals, p2.pfs_group, &modes)?;
+        debug!(tunnel = %self.tunnel, chosen = %proposal::describe_p2(&choice.proposal, choice.group),
+            encapsulation = choice.encapsulation, "QM1: choosing");
+
+        let dh = p2.pfs_group.map(|g| DhPrivateKey::generate(g, &mut cx.rng));
+        let g_qm_xy = match (&dh, &c.ke) {
+            (None, _) => None,
+            (Some(dh), Some(ke)) => {
+                Some(
+                    dh.shared_secret(ke)
+                        .map_err(|e| PeerMisbehaved::InvalidKeyExchange {
+                            detail: e.to_string(),
+                        })?,
+                )
+            }
+            (Some(_), None) => {
+                return Err(PeerMisbehaved::MissingPayload {
+                    message: "QM1",
+                    payload: "KE (PFS)",
+                }
+                .into())
+            }
+        };
+
+        // Our lifetime caps the peer's; a longer offer is answered with
+        // RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1).
+        let ours = p2.lifetime.as_secs();
+        let mut notify_lifetime = false;
+        match choice.life_seconds {
+            Some(s) if s <= ours => {}
+            _ => {
+                choice.life_seconds = Some(ours);
+                notify_lifetime = true;
+            }
+        }
+
+        let Some(inbound_spi) = cx.allocate_spi() else {
+            return Err(Rejected::Fatal(FailureReason::NoSpiAvailable));
+        };
+        let nr_b = cx.random::<NONCE_LEN>().to_vec();
+        let number = offer.proposals.first().map_or(1, |p| p.number);
+        let mut sa = proposal::phase2_sa(vec![proposal::phase2_transform(1, &choice)], inbound_spi);
+        if let Some(p) = sa.proposals.first_mut() {
+            p.number = number;
+        }
+        let mut payloads = vec![Payload::Sa(sa), Payload::Nonce(nr_b.clone())];
+        if let Some(dh) = &dh {
+            payloads.push(Payload::KeyExchange(dh.public_key()));
+        }
+        for id in &c.ids {
+            payloads.push(Payload::Identification(id.clone()));
+        }
+        if notify_lifetime {
+            payloads.push(Payload::Notification(NotifyPayload {
+                doi: DOI_IPSEC,
+                protocol_id: ProtocolId(PROTO_ESP),
+                notify_type: NotifyType(notify::RESPONDER_LIFETIME),
+                spi: outbound_spi.to_be_bytes().to_vec(),
+                data: lifetime_attributes(ours),
+            }));
+        }
+
+        let pair = self.child_pair(
+            &choice,
+            inbound_spi,
+            outbound_spi,
+            g_qm_xy.as_ref(),
+            (&ni_b, &nr_b),
+            (local_ts, remote_ts),
+            Lifetime {
+                seconds: choice.life_seconds,
+                kilobytes: choice.life_kilobytes,
+            },
+        );
+        let Some(keys) = &mut self.keys else {
+            cx.spis.release(inbound_spi);
+            return Err(Rejected::Ignore("no keys".into()));
+        };
+        keys.commit_iv(m, next_iv);
+        let chain = HashedChain::new(&payloads);
+        // HASH(2) = prf(SKEYID_a, M-ID | Ni_b | SA | Nr [ | KE ] [ | IDci | IDcr ])
+        let hash = ikev1::qm_hash2(keys.prf, &keys.skeyid_a, m, &ni_b, &chain.rest);
+        let bytes = keys
+            .seal(
+                self.cky_i,
+                self.cky_r,
+                exchange::QUICK,
+                m,
+                PayloadType::HASH,
+                &chain.with_hash(&hash),
+                false,
+            )
+            .map_err(|e| Rejected::Ignore(format!("cannot encrypt QM2: {e}")))?;
+        let t = self.qm_transmit(bytes);
+        cx.transmits.push_back(t.clone());
+        Ok((ExpectQm3 { ni_b, nr_b, pair }, t))
+    }
+
+    /// QM3: verify HASH(3) and install.
+    fn on_qm3(
+        &mut self,
+        cx: &mut Cx<'_>,
+        m: u32,
+        s: ExpectQm3,
+        msg: &Message<'_>,
+    ) -> Result<(QmState, Option<Transmit>), (ExpectQm3, Rejected)> {
+        let (plain, next_iv) = match self.open_quick_mode(msg) {
+            Ok(v) => v,
+            Err(e) => return Err((s, e)),
+        };
+        let Some(keys) = &mut self.keys else {
+            return Err((s, Rejected::Ignore("no keys".into())));
+        };
+        let raw = match message::payloads(msg.header.next_payload, &plain) {
+            Ok(r) => r,
+            Err(e) => return Err((s, Rejected::Ignore(e.to_string()))),
+        };
+        let expected = ikev1::qm_hash3(keys.prf, &keys.skeyid_a, m, &s.ni_b, &s.nr_b);
+        match raw.first() {
+            Some(h) if h.payload_type == PayloadType::HASH && expected.ct_eq(h.body) => {}
+            _ => {
+                warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), "QM3 HASH(3) did not verify");
+                return Err((s, Rejected::Ignore("HASH(3) did not verify".into())));
+            }
+        }
+        keys.commit_iv(m, next_iv);
+        self.report_child(cx, s.pair);
+        Ok((QmState::Done, None))
+    }
+
+    /// KEYMAT for both directions (RFC 2409 section 5.5), split into cipher and integrity
+    /// keys, and the pair the data plane installs.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the inputs of RFC 2409 KEYMAT, each named"
+    )]
+    fn child_pair(
+        &self,
+        choice: &Phase2Choice,
+        inbound_spi: u32,
+        outbound_spi: u32,
+        g_qm_xy: Option<&SecretBytes>,
+        nonces: (&[u8], &[u8]),
+        selectors: (TrafficSelector, TrafficSelector),
+        hard_lifetime: Lifetime,
+    ) -> ChildSaPair {
+        let (ni_b, nr_b) = nonces;
+        let p = choice.proposal;
+        let (enc_len, int_len) = (p.encryption.key_len(), p.integrity.key_len());
+        let keys_for = |spi: u32| {
+            let (prf, d) = match &self.keys {
+                Some(k) => (k.prf, &k.skeyid_d),
+                None => return None,
+            };
+            // KEYMAT = prf(SKEYID_d, [ g(qm)^xy | ] protocol | SPI | Ni_b | Nr_b), expanded
+            let km = ikev1::keymat(
+                prf,
+                d,
+                g_qm_xy.map(SecretBytes::expose),
+                PROTO_ESP,
+                spi,
+                ni_b,
+                nr_b,
+                enc_len + int_len,
+            );
+            let (e, i) = km.expose().split_at(enc_len.min(km.len()));
+            Some(EspSaKeys {
+                spi,
+                encryption: p.encryption,
+                encryption_key: SecretBytes::from_slice(e),
+                integrity: p.integrity,
+                integrity_key: SecretBytes::from_slice(i),
+            })
+        };
+        let empty = |spi| EspSaKeys {
+            spi,
+            encryption: p.encryption,
+            encryption_key: SecretBytes::default(),
+            integrity: p.integrity,
+            integrity_key: SecretBytes::default(),
+        };
+        let udp = choice.encapsulation != encap::TUNNEL;
+        let (mut local, remote) = (self.local, self.remote);
+        if udp && local.port() != NATT_PORT {
+            local.set_port(NATT_PORT);
+        }
+        ChildSaPair {
+            local,
+            remote,
+            inbound: keys_for(inbound_spi).unwrap_or_else(|| empty(inbound_spi)),
+            outbound: keys_for(outbound_spi).unwrap_or_else(|| empty(outbound_spi)),
+            local_ts: selectors.0,
+            remote_ts: selectors.1,
+            encapsulation: if udp {
+                Encapsulation::UdpTunnel
+            } else {
+                Encapsulation::Tunnel
+            },
+            hard_lifetime,
+        }
+    }
+
+    fn report_child(&mut self, cx: &mut Cx<'_>, pair: ChildSaPair) {
+        info!(tunnel = %self.tunnel, inbound_spi = format_args!("{:08x}", pair.inbound.spi),
+            outbound_spi = format_args!("{:08x}", pair.outbound.spi), local_ts = %pair.local_ts,
+            remote_ts = %pair.remote_ts, encapsulation = ?pair.encapsulation,
+            cipher = ?pair.inbound.encryption, integrity = ?pair.inbound.integrity,
+            "ESP SA pair established");
+        self.children.push((pair.inbound.spi, pair.outbound.spi));
+        cx.event(Event::ChildSaEstablished {
+            tunnel: self.tunnel,
+            pair,
+        });
+    }
+
+    pub(super) fn retransmit_quick_mode(&mut self, cx: &mut Cx<'_>, m: u32) {
+        let max = cx.config.retransmit.max_tries;
+        let Some(qm) = self.quick_modes.iter_mut().find(|q| q.message_id == m) else {
+            return;
+        };
+        let Some(r) = &mut qm.retransmission else {
+            return;
+        };
+        if r.sent > max {
+            let sent = r.sent;
+            let awaiting = match qm.state {
+                QmState::ExpectQm2(_) => "QM2",
+                _ => "QM3",
+            };
+            qm.abandon(cx);
+            self.timers
+                .set(Timer::QuickModeLinger(m), cx.now + cx.config.linger);
+            warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), awaiting, "Quick Mode timed out");
+            cx.event(Event::Failed {
+                tunnel: self.tunnel,
+                reason: FailureReason::Timeout { awaiting, sent },
+            });
+            return;
+        }
+        r.sent += 1;
+        debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), sent = r.sent, "retransmitting Quick Mode");
+        cx.transmits.push_back(r.transmit.clone());
+        let wait = cx.config.retransmit.interval(r.sent);
+        self.timers
+            .set(Timer::QuickModeRetransmit(m), cx.now + wait);
+    }
+
+    pub(super) fn forget_quick_mode(&mut self, m: u32) {
+        self.quick_modes.retain(|q| q.message_id != m);
+        if let Some(keys) = &mut self.keys {
+            keys.forget(m);
+        }
+    }
+}
+
+fn policy_text(config: &TunnelConfig) -> String {
+    let side = |v: &[TrafficSelector]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!("{} / {}", side(&config.remote_ts), side(&config.local_ts))
+}
+
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Life type/duration attribute pairs of a RESPONDER-LIFETIME notification, as
+/// (seconds, kilobytes). Basic (TV) attributes only, which is what implementations send.
+fn responder_lifetime(data: &[u8]) -> (Option<u64>, Option<u64>) {
+    let (mut secs, mut kb, mut life_type) = (None, None, None);
+    for a in data.chunks_exact(4) {
+        let (Some(t), Some(v)) = (a.get(..2), a.get(2..)) else {
+            continue;
+        };
+        let t = u16::from_be_bytes([t[0], t[1]]);
+        let v = u64::from(u16::from_be_bytes([v[0], v[1]]));
+        match (t & 0x7fff, life_type) {
+            (1, _) => life_type = Some(v),
+            (2, Some(1)) => secs = Some(v),
+            (2, Some(2)) => kb = Some(v),
+            _ => {}
+        }
+    }
+    (secs, kb)
+}
+
+/// SA-Life-Type seconds and SA-Life-Duration as basic attributes (RFC 2407 section 4.5),
+/// the data of our RESPONDER-LIFETIME.
+fn lifetime_attributes(secs: u64) -> Vec<u8> {
+    let v = u16::try_from(secs).unwrap_or(u16::MAX);
+    let mut out = vec![0x80, 0x01, 0x00, 0x01, 0x80, 0x02];
+    out.extend_from_slice(&v.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responder_lifetime_attributes_round_trip() {
+        assert_eq!(
+            responder_lifetime(&lifetime_attributes(1200)),
+            (Some(1200), None)
+        );
+        assert_eq!(
+            responder_lifetime(&[0x80, 1, 0, 2, 0x80, 2, 0x10, 0]),
+            (None, Some(4096))
+        );
+    }
+}

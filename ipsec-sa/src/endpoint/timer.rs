@@ -1,0 +1,93 @@
+//! The deadlines of one ISAKMP SA and its exchanges, in one table keyed by [`Timer`].
+//!
+//! Every deadline an SA can have lives here (phase-1 retransmission, each Quick Mode's
+//! retransmission and linger time, DPD, lifetime), so `poll_timeout` is a minimum over one
+//! small map and `handle_timeout` fires each expired entry once: an entry is removed when it
+//! fires, which makes calling too early or twice harmless.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// Resend our last phase-1 request (the schedule is ours to pick, RFC 2408 section 5).
+    Phase1Retransmit,
+    /// Give up on an unfinished phase 1 (responder half-open limit) or forget a dead SA.
+    Phase1Deadline,
+    /// Resend the last message of the Quick Mode with this message ID.
+    QuickModeRetransmit(u32),
+    /// Forget the finished Quick Mode with this message ID (kept until then only to answer
+    /// retransmissions, RFC 2409 section 5.5).
+    QuickModeLinger(u32),
+    /// Dead peer detection: probe, or declare the peer dead (RFC 3706).
+    Dpd,
+    /// The ISAKMP SA's lifetime ends.
+    Phase1Expire,
+}
+
+/// Deadlines by [`Timer`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TimerTable {
+    deadlines: BTreeMap<Timer, Instant>,
+}
+
+impl TimerTable {
+    /// Arms `timer` for `at`, replacing any earlier setting.
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.deadlines.insert(timer, at);
+    }
+
+    /// Disarms `timer`.
+    pub(crate) fn stop(&mut self, timer: Timer) {
+        self.deadlines.remove(&timer);
+    }
+
+    /// When `timer` fires, if armed.
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.deadlines.get(&timer).copied()
+    }
+
+    /// The earliest armed deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.deadlines.values().min().copied()
+    }
+
+    /// Disarms and returns every timer due at `now`, in key order.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Timer> {
+        let due: Vec<Timer> = self
+            .deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in &due {
+            self.deadlines.remove(t);
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn fires_once_and_not_early() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        t.set(Timer::Dpd, t0 + Duration::from_secs(5));
+        t.set(Timer::QuickModeRetransmit(7), t0 + Duration::from_secs(1));
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        assert!(t.expire(t0).is_empty());
+        assert_eq!(
+            t.expire(t0 + Duration::from_secs(1)),
+            vec![Timer::QuickModeRetransmit(7)]
+        );
+        assert!(t.expire(t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(t.get(Timer::Dpd), Some(t0 + Duration::from_secs(5)));
+        t.stop(Timer::Dpd);
+        assert_eq!(t.next(), None);
+    }
+}

@@ -1,0 +1,658 @@
+//! Two endpoints talking to each other over a simulated network with virtual time:
+//! our initiator against our responder, with loss, duplication, garbage and NAT.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed step should stop the test with its message"
+)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ipsec_crypto::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm, SecretBytes};
+use ipsec_sa::child::{ChildSaPair, Encapsulation};
+use ipsec_sa::endpoint::{
+    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, FailureReason, Identity, Phase1Proposal,
+    Phase2Proposal, TunnelConfig, TunnelId,
+};
+use ipsec_sa::selector::TrafficSelector;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+const LATENCY: Duration = Duration::from_millis(5);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn subnet(s: &str, len: u8) -> TrafficSelector {
+    TrafficSelector::from_cidr(s.parse().unwrap(), len).unwrap()
+}
+
+/// Left: 192.0.2.1, protects 10.1.0.0/24. Right: 192.0.2.2, protects 10.2.0.0/24.
+fn tunnels(psk_left: &str, psk_right: &str) -> (TunnelConfig, TunnelConfig) {
+    let left = TunnelConfig::new(
+        "left",
+        addr("192.0.2.1:500"),
+        addr("192.0.2.2:500"),
+        SecretBytes::from_slice(psk_left.as_bytes()),
+        subnet("10.1.0.0", 24),
+        subnet("10.2.0.0", 24),
+    );
+    let right = TunnelConfig::new(
+        "right",
+        addr("192.0.2.2:500"),
+        addr("192.0.2.1:500"),
+        SecretBytes::from_slice(psk_right.as_bytes()),
+        subnet("10.2.0.0", 24),
+        subnet("10.1.0.0", 24),
+    );
+    (left, right)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+struct Datagram {
+    at: Instant,
+    to: Side,
+    /// As the receiver sees them.
+    local: SocketAddr,
+    remote: SocketAddr,
+    payload: Vec<u8>,
+}
+
+struct Peer {
+    ep: Endpoint,
+    tunnel: TunnelId,
+    events: Vec<Event>,
+    sent: Vec<(SocketAddr, SocketAddr, bool, Vec<u8>)>,
+}
+
+/// Decides what the network delivers for one datagram: nothing, it, copies, or extras.
+type Filter = Box<dyn FnMut(usize, Side, &[u8]) -> Vec<Vec<u8>>>;
+
+/// The network: latency, an optional NAT in front of the left side, and a filter that may
+/// drop, duplicate or corrupt each datagram by its sequence number.
+struct Net {
+    start: Instant,
+    now: Instant,
+    left: Peer,
+    right: Peer,
+    queue: VecDeque<Datagram>,
+    /// Left's private address -> the public one the right side sees.
+    nat: Option<(SocketAddr, SocketAddr, SocketAddr, SocketAddr)>,
+    sequence: usize,
+    filter: Filter,
+}
+
+impl Net {
+    fn new(left: TunnelConfig, right: TunnelConfig, seed: u64) -> Self {
+        Self::with_config(left, right, seed, EndpointConfig::default())
+    }
+
+    fn with_config(
+        left: TunnelConfig,
+        right: TunnelConfig,
+        seed: u64,
+        config: EndpointConfig,
+    ) -> Self {
+        let mut l = Endpoint::new(config.clone(), Box::new(ChaCha20Rng::seed_from_u64(seed)));
+        let mut r = Endpoint::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed + 1000)));
+        let lt = l.add_tunnel(left).unwrap();
+        let rt = r.add_tunnel(right).unwrap();
+        let start = Instant::now();
+        Self {
+            start,
+            now: start,
+            left: Peer {
+                ep: l,
+                tunnel: lt,
+                events: Vec::new(),
+                sent: Vec::new(),
+            },
+            right: Peer {
+                ep: r,
+                tunnel: rt,
+                events: Vec::new(),
+                sent: Vec::new(),
+            },
+            queue: VecDeque::new(),
+            nat: None,
+            sequence: 0,
+            filter: Box::new(|_, _, d| vec![d.to_vec()]),
+        }
+    }
+
+    fn peer(&mut self, side: Side) -> &mut Peer {
+        match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        }
+    }
+
+    /// Moves every pending transmit into the network and every event into the log.
+    fn collect(&mut self) {
+        for side in [Side::Left, Side::Right] {
+            while let Some(t) = self.peer(side).ep.poll_transmit() {
+                assert_eq!(
+                    t.non_esp_marker,
+                    t.local.port() == 4500,
+                    "the non-ESP marker goes with port 4500"
+                );
+                self.peer(side)
+                    .sent
+                    .push((t.local, t.remote, t.non_esp_marker, t.payload.clone()));
+                let (mut src, dst) = (t.local, t.remote);
+                let mut dst_seen = dst;
+                if let Some((private500, public500, private4500, public4500)) = self.nat {
+                    match side {
+                        Side::Left if src == private500 => src = public500,
+                        Side::Left if src == private4500 => src = public4500,
+                        Side::Right if dst == public500 => dst_seen = private500,
+                        Side::Right if dst == public4500 => dst_seen = private4500,
+                        _ => {}
+                    }
+                }
+                let to = match side {
+                    Side::Left => Side::Right,
+                    Side::Right => Side::Left,
+                };
+                self.sequence += 1;
+                for payload in (self.filter)(self.sequence, side, &t.payload) {
+                    self.queue.push_back(Datagram {
+                        at: self.now + LATENCY,
+                        to,
+                        local: dst_seen,
+                        remote: src,
+                        payload,
+                    });
+                }
+            }
+            while let Some(e) = self.peer(side).ep.poll_event() {
+                self.peer(side).events.push(e);
+            }
+        }
+    }
+
+    /// Runs until nothing is in flight and no timer is due before `limit` from the start.
+    fn run_for(&mut self, limit: Duration) {
+        let end = self.start + limit;
+        loop {
+            self.collect();
+            let timer = [self.left.ep.poll_timeout(), self.right.ep.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let next_packet = self.queue.front().map(|d| d.at);
+            let next = match (next_packet, timer) {
+                (Some(p), Some(t)) => p.min(t),
+                (Some(p), None) => p,
+                (None, Some(t)) => t,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_packet == Some(next) {
+                let d = self.queue.pop_front().unwrap();
+                let now = self.now;
+                self.peer(d.to)
+                    .ep
+                    .handle_datagram(now, d.local, d.remote, &d.payload);
+            } else {
+                let now = self.now;
+                self.left.ep.handle_timeout(now);
+                self.right.ep.handle_timeout(now);
+            }
+        }
+        self.now = self.now.max(end.min(self.now + Duration::from_secs(0)));
+    }
+
+    fn initiate(&mut self) {
+        let now = self.now;
+        let t = self.left.tunnel;
+        self.left.ep.initiate(t, now).unwrap();
+    }
+}
+
+fn children(events: &[Event]) -> Vec<&ChildSaPair> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaEstablished { pair, .. } => Some(pair),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failures(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { reason, .. } => Some(reason.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Both sides' pairs mirror each other: my inbound is your outbound, key for key.
+fn assert_mirrored(a: &ChildSaPair, b: &ChildSaPair) {
+    assert_eq!(a.inbound.spi, b.outbound.spi);
+    assert_eq!(a.outbound.spi, b.inbound.spi);
+    assert_ne!(a.inbound.spi, a.outbound.spi);
+    assert!(a
+        .inbound
+        .encryption_key
+        .ct_eq(b.outbound.encryption_key.expose()));
+    assert!(a
+        .inbound
+        .integrity_key
+        .ct_eq(b.outbound.integrity_key.expose()));
+    assert!(a
+        .outbound
+        .encryption_key
+        .ct_eq(b.inbound.encryption_key.expose()));
+    assert!(a
+        .outbound
+        .integrity_key
+        .ct_eq(b.inbound.integrity_key.expose()));
+    assert!(!a
+        .inbound
+        .encryption_key
+        .ct_eq(a.outbound.encryption_key.expose()));
+    assert_eq!(
+        a.inbound.encryption_key.len(),
+        a.inbound.encryption.key_len()
+    );
+    assert_eq!(a.inbound.integrity_key.len(), a.inbound.integrity.key_len());
+    assert_eq!(a.local_ts, b.remote_ts);
+    assert_eq!(a.remote_ts, b.local_ts);
+    assert_eq!(a.encapsulation, b.encapsulation);
+    assert_eq!(a.hard_lifetime, b.hard_lifetime);
+}
+
+fn established(net: &Net) -> (ChildSaPair, ChildSaPair) {
+    let l = children(&net.left.events);
+    let r = children(&net.right.events);
+    assert_eq!(l.len(), 1, "left events: {:?}", net.left.events);
+    assert_eq!(r.len(), 1, "right events: {:?}", net.right.events);
+    assert_mirrored(l[0], r[0]);
+    (l[0].clone(), r[0].clone())
+}
+
+#[test]
+fn main_mode_and_quick_mode_aes128_sha1_modp2048() {
+    let (l, r) = tunnels("interop-test-psk-0123456789", "interop-test-psk-0123456789");
+    let mut net = Net::new(l, r, 1);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+
+    let (lp, rp) = established(&net);
+    assert_eq!(lp.encapsulation, Encapsulation::Tunnel);
+    assert_eq!(lp.local, addr("192.0.2.1:500"));
+    assert_eq!(lp.remote, addr("192.0.2.2:500"));
+    assert_eq!(rp.local, addr("192.0.2.2:500"));
+    assert_eq!(lp.inbound.encryption, EncryptionAlgorithm::AesCbc128);
+    assert_eq!(lp.inbound.integrity, IntegrityAlgorithm::HmacSha1_96);
+    assert_eq!(lp.local_ts, subnet("10.1.0.0", 24));
+    assert_eq!(lp.remote_ts, subnet("10.2.0.0", 24));
+    assert_eq!(lp.hard_lifetime.seconds, Some(3600));
+    assert!(failures(&net.left.events).is_empty());
+    assert!(failures(&net.right.events).is_empty());
+
+    // Six Main Mode messages and three Quick Mode messages, no retransmissions; MM5 on
+    // are encrypted (flags bit 0 at offset 19).
+    assert_eq!(net.left.sent.len(), 5);
+    assert_eq!(net.right.sent.len(), 4);
+    let flags: Vec<u8> = net.left.sent.iter().map(|s| s.3[19]).collect();
+    assert_eq!(flags, vec![0, 0, 1, 1, 1]);
+    // Main Mode first message: exchange type 2, SA then four vendor IDs.
+    assert_eq!(net.left.sent[0].3[18], 2);
+    assert_eq!(net.left.sent[0].3[16], 1);
+    let phase1_up = net
+        .left
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Phase1Established {
+                    nat_detected: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(phase1_up, 1);
+}
+
+#[test]
+fn nat_in_front_of_initiator_floats_to_4500_and_uses_udp_encapsulation() {
+    let (l, mut r) = tunnels("k", "k");
+    // The right side sees the left one as 198.51.100.254 (the NAT's address).
+    r.remote_addr = addr("198.51.100.254:500");
+    r.phase1.remote_id = Some(Identity::Address("192.0.2.1".parse().unwrap()));
+    let mut net = Net::new(l, r, 2);
+    net.nat = Some((
+        addr("192.0.2.1:500"),
+        addr("198.51.100.254:40001"),
+        addr("192.0.2.1:4500"),
+        addr("198.51.100.254:40002"),
+    ));
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+
+    let (lp, rp) = established(&net);
+    assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel);
+    assert_eq!(lp.local, addr("192.0.2.1:4500"));
+    assert_eq!(lp.remote, addr("192.0.2.2:4500"));
+    // The responder answers the NAT's mapped port.
+    assert_eq!(rp.remote, addr("198.51.100.254:40002"));
+    assert_eq!(rp.local, addr("192.0.2.2:4500"));
+    // MM1 and MM3 on 500, MM5 on from 4500 with the marker.
+    let ports: Vec<(u16, bool)> = net.left.sent.iter().map(|s| (s.0.port(), s.2)).collect();
+    assert_eq!(
+        ports,
+        vec![
+            (500, false),
+            (500, false),
+            (4500, true),
+            (4500, true),
+            (4500, true)
+        ]
+    );
+}
+
+#[test]
+fn every_phase1_cipher_and_hash_with_groups_2_and_14() {
+    let mut seed = 10usize;
+    for encryption in EncryptionAlgorithm::ALL {
+        for hash in HashAlgorithm::ALL {
+            for group in [DhGroup::Modp1024, DhGroup::Modp2048] {
+                let (mut l, mut r) = tunnels("matrix", "matrix");
+                let p = Phase1Proposal {
+                    encryption,
+                    hash,
+                    group,
+                };
+                l.phase1.proposals = vec![p];
+                r.phase1.proposals = vec![Phase1Proposal::default(), p];
+                let p2 = Phase2Proposal {
+                    encryption,
+                    integrity: IntegrityAlgorithm::ALL[seed % 5],
+                };
+                l.phase2.proposals = vec![p2];
+                r.phase2.proposals = vec![p2];
+                l.phase2.pfs_group = Some(DhGroup::Modp1024);
+                r.phase2.pfs_group = Some(DhGroup::Modp1024);
+                seed += 1;
+                let mut net = Net::new(l, r, seed as u64);
+                net.initiate();
+                net.run_for(Duration::from_secs(5));
+                let (lp, _) = established(&net);
+                assert_eq!(lp.inbound.encryption, encryption, "{p:?}");
+                assert_eq!(lp.inbound.integrity, p2.integrity, "{p:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn without_pfs_keys_still_mirror() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.phase2.pfs_group = None;
+    r.phase2.pfs_group = None;
+    let mut net = Net::new(l, r, 3);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    established(&net);
+}
+
+#[test]
+fn rejects_phase1_proposal_mismatch_with_no_proposal_chosen() {
+    let (mut l, r) = tunnels("k", "k");
+    l.phase1.proposals = vec![Phase1Proposal {
+        encryption: EncryptionAlgorithm::AesCbc256,
+        ..Phase1Proposal::default()
+    }];
+    let mut net = Net::new(l, r, 4);
+    net.initiate();
+    net.run_for(Duration::from_secs(60));
+
+    assert!(children(&net.left.events).is_empty());
+    let right = failures(&net.right.events);
+    assert_eq!(right.len(), 1, "{right:?}");
+    assert!(
+        right[0].starts_with("no acceptable proposal: peer offered AesCbc256/Sha1/group 14"),
+        "{}",
+        right[0]
+    );
+    assert_eq!(
+        failures(&net.left.events),
+        vec!["peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer"]
+    );
+}
+
+#[test]
+fn rejects_phase2_proposal_mismatch() {
+    let (mut l, r) = tunnels("k", "k");
+    l.phase2.proposals = vec![Phase2Proposal {
+        encryption: EncryptionAlgorithm::TripleDesCbc,
+        integrity: IntegrityAlgorithm::HmacMd5_96,
+    }];
+    let mut net = Net::new(l, r, 5);
+    net.initiate();
+    net.run_for(Duration::from_secs(60));
+
+    assert!(children(&net.left.events).is_empty());
+    assert!(children(&net.right.events).is_empty());
+    let right = failures(&net.right.events);
+    assert_eq!(right.len(), 1, "{right:?}");
+    assert!(right[0].contains("phase 2"), "{}", right[0]);
+    assert_eq!(
+        failures(&net.left.events),
+        vec!["peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer"]
+    );
+}
+
+#[test]
+fn rejects_wrong_psk_and_says_so() {
+    let (l, r) = tunnels("left-secret", "right-secret");
+    let mut net = Net::new(l, r, 6);
+    net.initiate();
+    net.run_for(Duration::from_secs(60));
+
+    assert!(children(&net.left.events).is_empty());
+    let right = failures(&net.right.events);
+    assert_eq!(right.len(), 1, "{right:?}");
+    assert!(
+        right[0].starts_with("pre-shared key mismatch: peer's"),
+        "{}",
+        right[0]
+    );
+    assert_eq!(
+        failures(&net.left.events),
+        vec!["peer reported AUTHENTICATION-FAILED (24): pre-shared key mismatch likely"]
+    );
+}
+
+#[test]
+fn lost_messages_are_retransmitted() {
+    // Counting retransmissions: drop right's 1st datagram (MM2) and left's 3rd (MM3),
+    // 5th (the first MM5) and 8th (QM3).
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 7);
+    let mut left_n = 0;
+    let mut right_n = 0;
+    net.filter = Box::new(move |_, side, d| {
+        let n = match side {
+            Side::Left => {
+                left_n += 1;
+                left_n
+            }
+            Side::Right => {
+                right_n += 1;
+                right_n
+            }
+        };
+        let drop = matches!((side, n), (Side::Right, 1) | (Side::Left, 3 | 5 | 8));
+        if drop {
+            vec![]
+        } else {
+            vec![d.to_vec()]
+        }
+    });
+    net.initiate();
+    net.run_for(Duration::from_secs(30));
+    established(&net);
+    // MM1, MM3 and MM5 twice each, QM1, QM3 twice (after the responder resent QM2).
+    assert_eq!(net.left.sent.len(), 9);
+    // MM2 twice, MM4, MM6, QM2 twice.
+    assert_eq!(net.right.sent.len(), 6);
+    assert!(failures(&net.left.events).is_empty());
+    assert!(failures(&net.right.events).is_empty());
+}
+
+#[test]
+fn duplicated_messages_get_the_same_answer_and_change_nothing() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 8);
+    net.filter = Box::new(|_, _, d| vec![d.to_vec(), d.to_vec()]);
+    net.initiate();
+    net.run_for(Duration::from_secs(30));
+    established(&net);
+    // Each of right's answers is sent again for the duplicate request (MM2, MM4, MM6, QM2).
+    let right: Vec<&Vec<u8>> = net.right.sent.iter().map(|s| &s.3).collect();
+    assert_eq!(right.len(), 8, "{}", right.len());
+    assert_eq!(right[0], right[1]);
+    assert_eq!(right[6], right[7]);
+}
+
+#[test]
+fn garbage_between_valid_messages_is_ignored() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 9);
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    net.filter = Box::new(move |_, _, d| {
+        let mut random = vec![0u8; 60];
+        rng.fill_bytes(&mut random);
+        // Random bytes, a truncated copy (same cookies), then the real message; for
+        // encrypted messages also a copy with a corrupted first block first.
+        let truncated = d[..d.len() / 2].to_vec();
+        let mut out = vec![random, truncated];
+        if d[19] & 1 == 1 {
+            let mut corrupt = d.to_vec();
+            corrupt[28] ^= 0x55;
+            out.push(corrupt);
+        }
+        out.push(d.to_vec());
+        out
+    });
+    net.initiate();
+    net.run_for(Duration::from_secs(30));
+    established(&net);
+}
+
+#[test]
+fn shutdown_deletes_child_and_isakmp_sa_at_the_peer() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 11);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, _) = established(&net);
+    let now = net.now;
+    net.left.ep.shutdown(now);
+    net.run_for(Duration::from_secs(10));
+
+    let deleted: Vec<(u32, u32)> = net
+        .right
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaDeleted {
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => Some((*inbound_spi, *outbound_spi)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![(lp.outbound.spi, lp.inbound.spi)]);
+    assert!(net
+        .right
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Phase1Deleted { .. })));
+    assert!(net
+        .left
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Phase1Deleted { .. })));
+}
+
+#[test]
+fn dpd_probes_are_answered_and_a_silent_peer_is_declared_dead() {
+    let (mut l, r) = tunnels("k", "k");
+    l.dpd = Some(DpdConfig {
+        delay: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+        action: DpdAction::Clear,
+    });
+    let mut net = Net::new(l, r, 12);
+    net.initiate();
+    net.run_for(Duration::from_secs(60));
+    established(&net);
+    assert!(!net
+        .left
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDead { .. })));
+    let probes = net.left.sent.len() - 5;
+    assert!(probes >= 4, "R-U-THERE sent {probes} times");
+    assert_eq!(net.right.sent.len() - 4, probes, "every probe answered");
+
+    // Now the right side goes silent.
+    net.filter = Box::new(|_, side, d| {
+        if side == Side::Right {
+            vec![]
+        } else {
+            vec![d.to_vec()]
+        }
+    });
+    net.run_for(Duration::from_secs(150));
+    assert!(net
+        .left
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDead { .. })));
+}
+
+#[test]
+fn quick_mode_timeout_is_reported() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 13);
+    // Drop everything the right side sends after MM6 (its 4th message).
+    let mut n = 0;
+    net.filter = Box::new(move |_, side, d| {
+        if side == Side::Right {
+            n += 1;
+            if n > 3 {
+                return vec![];
+            }
+        }
+        vec![d.to_vec()]
+    });
+    net.initiate();
+    net.run_for(Duration::from_secs(120));
+    assert_eq!(
+        failures(&net.left.events),
+        vec!["no answer from peer: waited for QM2 after sending our request 6 times"]
+    );
+    let _ = FailureReason::NoSpiAvailable;
+}
