@@ -14,7 +14,7 @@ use ipsec_crypto::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorit
 use ipsec_sa::child::{ChildSaPair, Encapsulation};
 use ipsec_sa::endpoint::{
     DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, FailureReason, Identity, Phase1Proposal,
-    Phase2Proposal, TunnelConfig, TunnelId,
+    Phase2Proposal, TunnelConfig, TunnelId, TunnelState,
 };
 use ipsec_sa::selector::TrafficSelector;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -330,6 +330,24 @@ fn main_mode_and_quick_mode_aes128_sha1_modp2048() {
         })
         .count();
     assert_eq!(phase1_up, 1);
+
+    // Status and the debugging key: both sides hold the same Ka under the same CKY-I.
+    let up = TunnelState::Phase1Up {
+        child_sas: 1,
+        quick_modes_in_progress: 0,
+    };
+    assert_eq!(net.left.ep.tunnel_state(net.left.tunnel), up);
+    assert_eq!(net.right.ep.tunnel_state(net.right.tunnel), up);
+    let (cky_l, ka_l) = net.left.ep.phase1_encryption_key(net.left.tunnel).unwrap();
+    let (cky_r, ka_r) = net
+        .right
+        .ep
+        .phase1_encryption_key(net.right.tunnel)
+        .unwrap();
+    assert_eq!(cky_l, cky_r);
+    assert_eq!(ka_l.len(), 16);
+    assert!(ka_l.ct_eq(ka_r.expose()));
+    assert_eq!(&net.left.sent[0].3[..8], &cky_l);
 }
 
 #[test]

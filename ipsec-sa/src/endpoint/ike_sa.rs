@@ -284,6 +284,14 @@ impl IkeSa {
         matches!(self.state, Phase1State::Established(_))
     }
 
+    /// Still negotiating phase 1.
+    pub(super) fn is_negotiating(&self) -> bool {
+        !matches!(
+            self.state,
+            Phase1State::Established(_) | Phase1State::Closed
+        )
+    }
+
     /// Established or still negotiating.
     pub(super) fn is_usable(&self) -> bool {
         !matches!(self.state, Phase1State::Closed)
@@ -1168,6 +1176,8 @@ impl IkeSa {
             local: self.local,
             remote: self.remote,
             nat_detected: self.nat_t.is_some() && self.nat.any(),
+            initiator_cookie: self.cky_i,
+            responder_cookie: self.cky_r,
         });
         while self.pending_children > 0 {
             self.pending_children -= 1;

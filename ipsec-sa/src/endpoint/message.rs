@@ -127,6 +127,8 @@ pub(crate) struct IsakmpKeys {
     /// SKEYID_a, the key of every phase-2 HASH.
     pub(crate) skeyid_a: SecretBytes,
     cipher: Cipher,
+    /// Ka, kept only for [`super::Endpoint::phase1_encryption_key`] (a debugging aid).
+    pub(crate) encryption_key: SecretBytes,
     /// IV for the next phase-1 message; after phase 1, the last phase-1 CBC block.
     phase1_iv: Vec<u8>,
     /// IV for the next message of each running phase-2 exchange, by message ID.
@@ -158,6 +160,7 @@ impl IsakmpKeys {
             skeyid_d: keys.skeyid_d,
             skeyid_a: keys.skeyid_a,
             cipher,
+            encryption_key: keys.encryption_key,
             phase1_iv,
             phase2_ivs: HashMap::new(),
         })

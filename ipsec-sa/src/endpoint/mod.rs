@@ -39,6 +39,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use ipsec_crypto::SecretBytes;
 use ipsec_proto::isakmp::Message;
 use rand_core::CryptoRngCore;
 use tracing::{debug, trace};
@@ -95,6 +96,10 @@ pub enum Event {
         remote: SocketAddr,
         /// Whether NAT-D found a NAT (or a peer faking one), so ESP goes in UDP 4500.
         nat_detected: bool,
+        /// CKY-I, which names the ISAKMP SA (e.g. for Wireshark's IKEv1 decryption table).
+        initiator_cookie: [u8; 8],
+        /// CKY-R.
+        responder_cookie: [u8; 8],
     },
     /// A pair of ESP SAs is ready for the data plane.
     ChildSaEstablished {
@@ -128,6 +133,23 @@ pub enum Event {
     PeerDead {
         /// The tunnel.
         tunnel: TunnelId,
+    },
+}
+
+/// Where a tunnel stands, for status displays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TunnelState {
+    /// No ISAKMP SA.
+    Idle,
+    /// Main Mode is running.
+    Phase1InProgress,
+    /// An ISAKMP SA is established.
+    Phase1Up {
+        /// ESP SA pairs negotiated under it and not deleted.
+        child_sas: usize,
+        /// Quick Modes running.
+        quick_modes_in_progress: usize,
     },
 }
 
@@ -273,6 +295,34 @@ impl Endpoint {
     /// The configuration of `tunnel`.
     pub fn tunnel(&self, tunnel: TunnelId) -> Option<&TunnelConfig> {
         self.tunnels.get(tunnel.0)
+    }
+
+    /// Where `tunnel` stands (the most advanced of its ISAKMP SAs).
+    pub fn tunnel_state(&self, tunnel: TunnelId) -> TunnelState {
+        let mut state = TunnelState::Idle;
+        for sa in self.sas.values().filter(|sa| sa.tunnel == tunnel) {
+            if sa.is_established() {
+                return TunnelState::Phase1Up {
+                    child_sas: sa.children.len(),
+                    quick_modes_in_progress: sa.quick_modes_in_progress(),
+                };
+            }
+            if sa.is_negotiating() {
+                state = TunnelState::Phase1InProgress;
+            }
+        }
+        state
+    }
+
+    /// A debugging aid: CKY-I and Ka (the phase-1 cipher key, RFC 2409 Appendix B) of the
+    /// tunnel's established ISAKMP SA, for Wireshark's IKEv1 decryption table. Ka decrypts
+    /// every phase-1 and phase-2 message of the SA: hand it only to a trusted debugging
+    /// sink, never to a log.
+    pub fn phase1_encryption_key(&self, tunnel: TunnelId) -> Option<([u8; 8], SecretBytes)> {
+        self.sas
+            .values()
+            .filter(|sa| sa.tunnel == tunnel && sa.is_established())
+            .find_map(|sa| Some((sa.cky_i, sa.keys.as_ref()?.encryption_key.clone())))
     }
 
     /// Starts negotiating a pair of ESP SAs for `tunnel`: Quick Mode on an established

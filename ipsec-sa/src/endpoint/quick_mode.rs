@@ -131,6 +131,14 @@ impl IkeSa {
         }
     }
 
+    /// Quick Modes still negotiating.
+    pub(super) fn quick_modes_in_progress(&self) -> usize {
+        self.quick_modes
+            .iter()
+            .filter(|q| matches!(q.state, QmState::ExpectQm2(_) | QmState::ExpectQm3(_)))
+            .count()
+    }
+
     fn fresh_message_id(&self, cx: &mut Cx<'_>) -> u32 {
         loop {
             let m = u32::from_be_bytes(cx.random());
