@@ -85,6 +85,14 @@ pub enum CryptoError {
         actual: usize,
     },
 
+    /// A private exponent supplied to [`crate::DhPrivateKey::from_exponent`] is outside
+    /// `[1, p-2]` (safe-prime groups) or `[1, q-1]` (RFC 5114 groups, SP 800-56A 5.6.1.1).
+    #[error("group {} private exponent out of range", group.id())]
+    InvalidPrivateExponent {
+        /// The group in use.
+        group: DhGroup,
+    },
+
     /// An output buffer is too short for the value to be written.
     #[error("output buffer of {actual} bytes is shorter than the {needed} bytes required")]
     BufferTooShort {

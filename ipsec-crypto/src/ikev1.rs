@@ -66,13 +66,16 @@ pub fn phase1_keys(
 /// (RFC 2409 Appendix B).
 ///
 /// When SKEYID_e is at least `key_len` bytes, Ka is its leading bytes. Otherwise
-/// SKEYID_e keys the PRF to produce `Ka = K1 | K2 | K3 ...` (first bytes used).
+/// SKEYID_e keys the PRF to produce `Ka = K1 | K2 | K3 ...` (first bytes used). A `key_len`
+/// too large to allocate gives an empty key, which every cipher then rejects.
 pub fn encryption_key(prf: HashAlgorithm, skeyid_e: &SecretBytes, key_len: usize) -> SecretBytes {
     if let Some(ka) = skeyid_e.expose().get(..key_len) {
         return SecretBytes::from_slice(ka);
     }
     let keyed = Prf::new(prf, skeyid_e.expose());
-    let mut ka: Vec<u8> = Vec::with_capacity(key_len + prf.output_len());
+    let Some(mut ka) = secret_buffer(key_len, prf) else {
+        return SecretBytes::default();
+    };
     // K1 = prf(SKEYID_e, 0)
     let mut block = keyed.compute(&[&[0]]);
     while ka.len() < key_len {
@@ -82,6 +85,16 @@ pub fn encryption_key(prf: HashAlgorithm, skeyid_e: &SecretBytes, key_len: usize
     }
     ka.truncate(key_len);
     SecretBytes::new(ka)
+}
+
+/// An empty buffer with room for `len` bytes plus one more PRF block, so that growing it
+/// never reallocates (a reallocation would leave an unwiped copy of key material behind).
+/// `None` if that much memory cannot be reserved.
+fn secret_buffer(len: usize, prf: HashAlgorithm) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len.checked_add(prf.output_len())?)
+        .ok()?;
+    Some(buf)
 }
 
 /// HASH_I, the initiator's authentication hash in Main and Aggressive Mode
@@ -216,6 +229,7 @@ pub fn informational_hash(
 /// proposal's protocol ID (3 for ESP) and `spi` the SPI of this direction, the one the
 /// receiving side chose. `ni_b`/`nr_b` are the Quick Mode nonce bodies. The caller splits
 /// the result: encryption key first, then integrity key (RFC 2409 section 5.5, RFC 2407).
+/// A `len` too large to allocate gives an empty result rather than a panic.
 #[expect(
     clippy::too_many_arguments,
     reason = "one argument per RFC 2409 formula term"
@@ -233,7 +247,9 @@ pub fn keymat(
     let keyed = Prf::new(prf, skeyid_d.expose());
     let spi = spi.to_be_bytes();
     let pfs: &[u8] = g_qm_xy.unwrap_or(&[]);
-    let mut keymat: Vec<u8> = Vec::with_capacity(len + prf.output_len());
+    let Some(mut keymat) = secret_buffer(len, prf) else {
+        return SecretBytes::default();
+    };
 
     // K1 = prf(SKEYID_d, [ g(qm)^xy | ] protocol | SPI | Ni_b | Nr_b)
     let mut block = keyed.compute(&[pfs, &[protocol], &spi, ni_b, nr_b]);
@@ -244,4 +260,77 @@ pub fn keymat(
     }
     keymat.truncate(len);
     SecretBytes::new(keymat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ka_expansion_follows_appendix_b() {
+        // MD5 gives a 16-byte SKEYID_e; 3DES needs 24 bytes.
+        let skeyid_e = SecretBytes::from_slice(&[0x42; 16]);
+        let prf = Prf::new(HashAlgorithm::Md5, skeyid_e.expose());
+        let k1 = prf.compute(&[&[0]]);
+        let k2 = prf.compute(&[k1.expose()]);
+        let expected = [k1.expose(), &k2.expose()[..8]].concat();
+        let ka = encryption_key(HashAlgorithm::Md5, &skeyid_e, 24);
+        assert_eq!(ka.expose(), expected);
+        // Long enough: plain truncation.
+        let ka = encryption_key(HashAlgorithm::Md5, &skeyid_e, 16);
+        assert_eq!(ka.expose(), skeyid_e.expose());
+    }
+
+    #[test]
+    fn keymat_blocks_chain_per_rfc2409_5_5() {
+        let skeyid_d = SecretBytes::from_slice(b"skeyid_d");
+        let prf = Prf::new(HashAlgorithm::Sha1, skeyid_d.expose());
+        let spi = 0x1234_5678u32.to_be_bytes();
+        let k1 = prf.compute(&[b"gxy", &[3], &spi, b"ni", b"nr"]);
+        let k2 = prf.compute(&[k1.expose(), b"gxy", &[3], &spi, b"ni", b"nr"]);
+        let km = keymat(
+            HashAlgorithm::Sha1,
+            &skeyid_d,
+            Some(b"gxy"),
+            3,
+            0x1234_5678,
+            b"ni",
+            b"nr",
+            36,
+        );
+        assert_eq!(km.expose(), [k1.expose(), &k2.expose()[..16]].concat());
+        let no_pfs = keymat(
+            HashAlgorithm::Sha1,
+            &skeyid_d,
+            None,
+            3,
+            0x1234_5678,
+            b"ni",
+            b"nr",
+            20,
+        );
+        assert_eq!(
+            no_pfs.expose(),
+            prf.compute(&[&[3], &spi, b"ni", b"nr"]).expose()
+        );
+        assert!(keymat(HashAlgorithm::Sha1, &skeyid_d, None, 3, 1, b"", b"", 0).is_empty());
+    }
+
+    #[test]
+    fn absurd_lengths_give_empty_keys_instead_of_panicking() {
+        let s = SecretBytes::from_slice(&[1; 8]);
+        assert!(keymat(HashAlgorithm::Sha1, &s, None, 3, 1, b"", b"", usize::MAX).is_empty());
+        assert!(encryption_key(HashAlgorithm::Md5, &s, usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn ivs_are_truncated_hashes() {
+        let iv = phase1_iv(HashAlgorithm::Sha1, b"gxi", b"gxr", 16);
+        assert_eq!(iv, &hash(HashAlgorithm::Sha1, &[b"gxigxr"])[..16]);
+        let iv = phase2_iv(HashAlgorithm::Md5, b"last", 0x0102_0304, 8);
+        assert_eq!(
+            iv,
+            &hash(HashAlgorithm::Md5, &[b"last\x01\x02\x03\x04"])[..8]
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! and ICV verification for every integrity algorithm.
 
 use ipsec_crypto::{
-    Cipher, DhGroup, DhPrivateKey, EncryptionAlgorithm, Integrity, IntegrityAlgorithm,
+    Cipher, CryptoError, DhGroup, DhPrivateKey, EncryptionAlgorithm, Integrity, IntegrityAlgorithm,
 };
 use proptest::prelude::*;
 use rand_chacha::rand_core::SeedableRng;
@@ -138,5 +138,50 @@ proptest! {
             icv2[j / 8] ^= 1 << (j % 8);
         }
         prop_assert!(!mac.verify(&[&data2], &icv2));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Arbitrary peer bytes never panic: they give a secret of modulus length or a typed error.
+    #[test]
+    fn shared_secret_accepts_or_rejects_any_peer_bytes(
+        group in prop::sample::select(vec![DhGroup::Modp768, DhGroup::Modp1024, DhGroup::Modp1024S160]),
+        peer in prop::collection::vec(any::<u8>(), 0..140),
+        pad_to_modulus in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let key = DhPrivateKey::generate(group, &mut ChaCha20Rng::seed_from_u64(seed));
+        let mut peer = peer;
+        if pad_to_modulus {
+            peer.resize(group.modulus_len(), 0xff);
+        }
+        match key.shared_secret(&peer) {
+            Ok(z) => {
+                prop_assert_eq!(peer.len(), group.modulus_len());
+                prop_assert_eq!(z.len(), group.modulus_len());
+            }
+            Err(e) => {
+                let typed = matches!(
+                    e,
+                    CryptoError::InvalidPublicValue { .. }
+                        | CryptoError::InvalidPublicValueLength { .. }
+                );
+                prop_assert!(typed, "unexpected error {:?}", e);
+            }
+        }
+    }
+
+    /// Any exponent bytes are accepted into a key or rejected with a typed error.
+    #[test]
+    fn from_exponent_accepts_or_rejects_any_bytes(
+        group in prop::sample::select(vec![DhGroup::Modp768, DhGroup::Modp1024S160]),
+        exponent in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        match DhPrivateKey::from_exponent(group, &exponent) {
+            Ok(key) => prop_assert_eq!(key.public_key().len(), group.modulus_len()),
+            Err(e) => prop_assert_eq!(e, CryptoError::InvalidPrivateExponent { group }),
+        }
     }
 }

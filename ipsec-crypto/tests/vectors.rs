@@ -182,6 +182,8 @@ fn rejects_rfc5114_exponent_not_below_q() {
     let q = unhex("8cf83642a709a097b447997640129da299b1a47d1eb3750ba308b0fe64f5fbd3");
     assert!(matches!(
         DhPrivateKey::from_exponent(DhGroup::Modp2048S256, &q),
-        Err(CryptoError::InvalidPublicValue { .. })
+        Err(CryptoError::InvalidPrivateExponent {
+            group: DhGroup::Modp2048S256
+        })
     ));
 }

@@ -196,10 +196,7 @@ impl DhPrivateKey {
     /// groups). Exponentiation runs over the group's usual exponent length or the given
     /// exponent's byte length, whichever is longer.
     pub fn from_exponent(group: DhGroup, exponent: &[u8]) -> Result<Self, CryptoError> {
-        let invalid = CryptoError::InvalidPublicValue {
-            group,
-            reason: "private exponent out of range",
-        };
+        let invalid = CryptoError::InvalidPrivateExponent { group };
         let in_range = with_params!(group, params => {
             let Some(mut x) = uint_from_be(exponent) else {
                 return Err(invalid);
