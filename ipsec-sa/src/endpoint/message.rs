@@ -182,6 +182,12 @@ impl IsakmpKeys {
         }
     }
 
+    /// The IV the next message of `message_id` would use.
+    #[cfg(test)]
+    pub(crate) fn iv_for_test(&self, message_id: u32) -> Vec<u8> {
+        self.iv(message_id)
+    }
+
     /// Records the IV for the next message of `message_id`.
     pub(crate) fn commit_iv(&mut self, message_id: u32, iv: Vec<u8>) {
         if message_id == 0 {

@@ -26,6 +26,8 @@
 
 mod config;
 mod error;
+#[cfg(test)]
+mod fixture_tests;
 mod ident;
 mod ike_sa;
 mod message;
