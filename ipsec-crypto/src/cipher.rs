@@ -333,6 +333,7 @@ mod tests {
         ));
         // An empty buffer is a whole number of blocks.
         assert!(cipher.encrypt_cbc(&[0; 16], &mut []).is_ok());
+        assert!(cipher.decrypt_cbc(&[0; 16], &mut []).is_ok());
     }
 
     #[test]

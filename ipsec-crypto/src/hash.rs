@@ -240,3 +240,62 @@ impl fmt::Debug for Prf {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_of_abc_matches_rfc1321_and_fips180() {
+        let cases = [
+            (HashAlgorithm::Md5, "900150983cd24fb0d6963f7d28e17f72"),
+            (
+                HashAlgorithm::Sha1,
+                "a9993e364706816aba3e25717850c26c9cd0d89d",
+            ),
+            (
+                HashAlgorithm::Sha256,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+            (
+                HashAlgorithm::Sha384,
+                "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded163\
+                 1a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7",
+            ),
+            (
+                HashAlgorithm::Sha512,
+                "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+                 2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+            ),
+        ];
+        for (alg, want) in cases {
+            let digest = hash(alg, &[b"a", b"", b"bc"]);
+            assert_eq!(digest.len(), alg.output_len());
+            let text: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(text, want, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn digest_debug_is_hex_and_prf_debug_has_no_key() {
+        let digest = hash(HashAlgorithm::Md5, &[b"abc"]);
+        assert_eq!(
+            format!("{digest:?}"),
+            "Digest(900150983cd24fb0d6963f7d28e17f72)"
+        );
+        let prf = Prf::new(HashAlgorithm::Sha1, b"\xde\xad\xbe\xef");
+        assert_eq!(format!("{prf:?}"), "Prf { algorithm: Sha1, .. }");
+    }
+
+    #[test]
+    fn digest_comparison_checks_length_and_content() {
+        let d = hash(HashAlgorithm::Sha1, &[b"x"]);
+        assert!(d.ct_eq(d.as_bytes()));
+        assert!(!d.ct_eq(&d.as_bytes()[..19]));
+        let mut other = d.as_bytes().to_vec();
+        other[19] ^= 1;
+        assert!(!d.ct_eq(&other));
+        assert_eq!(d, hash(HashAlgorithm::Sha1, &[b"x"]));
+        assert_ne!(d, hash(HashAlgorithm::Sha1, &[b"y"]));
+    }
+}
