@@ -122,13 +122,7 @@ pub struct CounterSnapshot {
     pub inbound_bytes: u64,
 }
 
-/// Per-entry counters.
-///
-/// Atomics with relaxed ordering, so that [`NatTable::translate`](crate::NatTable::translate)
-/// takes `&self`: one table can be shared by every data-plane thread and read by the
-/// management side at the same time, with no lock. Each counter is exact on its own; a
-/// snapshot read while traffic flows may see one direction's packet count without that
-/// packet's bytes yet, which is fine for statistics.
+/// Per-entry counters: relaxed atomics, for the reasons given on [`NatTable`].
 #[derive(Debug, Default)]
 struct Counters {
     outbound_packets: AtomicU64,
@@ -209,7 +203,34 @@ struct Slot {
 ///   started with; increments they make after the counters were carried over land in the
 ///   old table and are lost, which is at most a handful of packets per replacement.
 /// * Reading counters: [`NatTable::counters`] or [`NatTable::counters_by_name`] at any time,
-///   from any thread.
+///   from any thread. Each entry counts packets and bytes (IPv4 total length) per direction
+///   in `AtomicU64`s updated with relaxed ordering: that is what lets `translate` take
+///   `&self`, so one table serves every data-plane thread with no lock and no `&mut`
+///   plumbing. Each counter is exact; a snapshot taken while traffic flows may pair a packet
+///   count with a byte count one packet behind. An ICMP error whose own address has no
+///   entry but whose quoted datagram does is counted against the quoted datagram's entry.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use std::sync::{Arc, RwLock};
+/// use ipsec_nat::{Ipv4Subnet, NatEntry, NatTable};
+///
+/// let nat = [Ipv4Subnet::new(Ipv4Addr::new(10, 1, 255, 88), 29)?];
+/// let remote = [Ipv4Subnet::new(Ipv4Addr::new(192, 168, 10, 0), 24)?];
+/// let web = NatEntry::new("web", Ipv4Addr::new(10, 1, 255, 92), Ipv4Addr::new(192, 168, 10, 15));
+/// let shared = RwLock::new(Arc::new(NatTable::new(vec![web.clone()], &nat, &remote)?));
+///
+/// // Data plane, per packet: clone the Arc under the read lock, translate outside it.
+/// let table = Arc::clone(&shared.read().unwrap());
+/// # let _ = table;
+///
+/// // Management: build and validate off the packet path, carry counters, swap.
+/// let db = NatEntry::new("db", Ipv4Addr::new(10, 1, 255, 93), Ipv4Addr::new(192, 168, 10, 16));
+/// let next = NatTable::new(vec![web, db], &nat, &remote)?;
+/// next.carry_counters_from(&shared.read().unwrap());
+/// *shared.write().unwrap() = Arc::new(next);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct NatTable {
     slots: Box<[Slot]>,

@@ -316,3 +316,52 @@ fn rejects_icmp_shorter_than_its_header() {
         }
     );
 }
+
+#[test]
+fn replacing_the_table_while_shared_keeps_counters_of_unchanged_entries() {
+    use ipsec_nat::{Ipv4Subnet, NatEntry, NatTable};
+    use std::sync::RwLock;
+
+    let shared = RwLock::new(Arc::new(example_table()));
+    let mut p = udp(HOST, LOCAL, b"before");
+    let table = Arc::clone(&shared.read().unwrap());
+    assert!(table.translate_outbound(&mut p).unwrap().is_translated());
+
+    // "web" stays, "db" moves to another local address, "gw" goes, "new" arrives.
+    let next = NatTable::new(
+        vec![
+            NatEntry::new("web", LOCAL, REMOTE),
+            NatEntry::new(
+                "db",
+                Ipv4Addr::new(10, 1, 255, 90),
+                Ipv4Addr::new(192, 168, 10, 16),
+            ),
+            NatEntry::new(
+                "new",
+                Ipv4Addr::new(10, 1, 255, 93),
+                Ipv4Addr::new(192, 168, 10, 99),
+            ),
+        ],
+        &[Ipv4Subnet::new(Ipv4Addr::new(10, 1, 255, 88), 29).unwrap()],
+        &[Ipv4Subnet::new(Ipv4Addr::new(192, 168, 10, 0), 24).unwrap()],
+    )
+    .unwrap();
+    next.carry_counters_from(&shared.read().unwrap());
+    *shared.write().unwrap() = Arc::new(next);
+
+    // The old Arc still works for a packet in flight; new packets see the new table.
+    let mut late = udp(HOST, Ipv4Addr::new(10, 1, 255, 93), b"x");
+    assert!(table.translate_outbound(&mut late).unwrap().is_translated());
+    assert_eq!(addresses(&late).1, Ipv4Addr::new(192, 168, 10, 16));
+
+    let current = Arc::clone(&shared.read().unwrap());
+    let mut now = udp(HOST, Ipv4Addr::new(10, 1, 255, 93), b"x");
+    assert!(current
+        .translate_outbound(&mut now)
+        .unwrap()
+        .is_translated());
+    assert_eq!(addresses(&now).1, Ipv4Addr::new(192, 168, 10, 99));
+    assert_eq!(current.counters_by_name("web").unwrap().outbound_packets, 1);
+    assert_eq!(current.counters_by_name("new").unwrap().outbound_packets, 1);
+    assert_eq!(current.counters_by_name("db").unwrap().outbound_packets, 0);
+}
