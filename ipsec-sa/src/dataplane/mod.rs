@@ -53,7 +53,14 @@
 //!   2^32 - 1 packets, then [`DropError::SequenceExhausted`].
 //! - Tunnel mode only; transport mode framing works in [`sa`] but is not routed here.
 //! - Non-first fragments have no ports (RFC 4301 section 4.4.1.1 "OPAQUE"); a selector that
-//!   names ports never matches them.
+//!   names ports never matches them. ICMP type and code are not used as port selectors.
+//! - Kilobyte lifetimes count inner (plaintext IP) bytes, per direction; reaching the hard
+//!   limit in either direction retires the whole pair.
+//! - The event queue starts with room for 16 events and grows (allocates) only if more
+//!   lifetime events pile up unpolled; events happen at most twice per pair.
+//! - Drops are logged at debug, not warn, even for peer anomalies such as bad ICVs or
+//!   selector violations: a hostile peer could otherwise flood the log. The counters
+//!   (global and per pair) are the place to watch them.
 
 pub mod drop;
 pub mod natt;
