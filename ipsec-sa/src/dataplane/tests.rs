@@ -984,3 +984,82 @@ fn overhead_per_algorithm() {
         None
     );
 }
+
+#[test]
+fn remove_policy_takes_its_pairs_along() {
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    assert_eq!(g.a.pairs().count(), 1);
+    let removed = g.a.remove_policy(PolicyId(0)).unwrap();
+    assert_eq!(removed.action, PolicyAction::Protect);
+    assert_eq!(g.a.pairs().count(), 0);
+    assert!(g.a.pair_stats(0xc000_0001).is_none());
+    assert!(g.a.remove_policy(PolicyId(0)).is_none());
+}
+
+#[test]
+fn rejects_replay_window_size_out_of_bounds_at_install() {
+    let config = DataPlaneConfig {
+        replay_window: 16,
+        ..DataPlaneConfig::default()
+    };
+    let (ours, _) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        1,
+        2,
+        cidr("10.1.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    let mut dp = DataPlane::new(config);
+    dp.add_policy(protect("10.1.0.0/24", "10.2.0.0/24"));
+    assert_eq!(
+        dp.install(&ours),
+        Err(InstallError::Key(SaKeyError::WindowSize(
+            replay::WindowSizeError(16)
+        )))
+    );
+}
+
+#[test]
+fn large_replay_window_accepts_late_packets() {
+    let config = DataPlaneConfig {
+        replay_window: 4096,
+        ..DataPlaneConfig::default()
+    };
+    let mut g = Gateways::with_config(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        config,
+        Lifetime::default(),
+    );
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 8);
+    let first = g.send(&inner).unwrap();
+    let mut last = Vec::new();
+    for _ in 0..4095 {
+        last = g.send(&inner).unwrap();
+    }
+    g.receive(&last).unwrap(); // sequence 4096
+    g.receive(&first).unwrap(); // sequence 1: 4095 behind, still inside
+    assert_eq!(g.b.pair_stats(0xd000_0001).unwrap().inbound.packets, 2);
+}
+
+#[test]
+fn debug_output_holds_no_key_bytes() {
+    let g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let text = format!("{:?}", g.a);
+    for key in [
+        &g.a_pair.inbound.encryption_key,
+        &g.a_pair.inbound.integrity_key,
+        &g.a_pair.outbound.encryption_key,
+        &g.a_pair.outbound.integrity_key,
+    ] {
+        let bytes = key.expose();
+        assert!(!text.contains(
+            &format!("{:?}", &bytes[..4])
+                .trim_end_matches(']')
+                .to_string()
+        ));
+        assert!(!text.contains(&hex::encode(&bytes[..4])));
+    }
+    assert!(text.contains("AesCbc128"));
+}
