@@ -319,6 +319,82 @@ impl PairState {
             so_far.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX)) > hard
         })
     }
+
+    /// Whether `so_far` bytes have reached the soft byte limit.
+    fn over_soft(&self, so_far: u64) -> bool {
+        self.soft_bytes.is_some_and(|soft| so_far >= soft)
+    }
+
+    /// The refusal for a pair past its hard limit, naming `spi` (of the direction used).
+    fn expired(&self, spi: u32) -> DropError {
+        DropError::LifetimeExpired {
+            spi,
+            kilobytes: self.hard_bytes.unwrap_or(0) / 1024,
+        }
+    }
+
+    /// Retires the pair after a hard limit; queues the event the first time only.
+    fn retire(&mut self, limit: LimitKind, events: &mut VecDeque<Event>) {
+        if !self.hard_expired {
+            self.hard_expired = true;
+            events.push_back(Event::HardLifetime {
+                policy: self.policy,
+                inbound_spi: self.inbound.spi(),
+                outbound_spi: self.outbound.spi(),
+                limit,
+            });
+        }
+    }
+
+    /// Notes a soft limit; queues the event the first time only.
+    fn warn_soft(&mut self, limit: LimitKind, events: &mut VecDeque<Event>) {
+        if !self.soft_expired {
+            self.soft_expired = true;
+            events.push_back(Event::SoftLifetime {
+                policy: self.policy,
+                inbound_spi: self.inbound.spi(),
+                outbound_spi: self.outbound.spi(),
+                limit,
+            });
+        }
+    }
+
+    /// Whether the pair's own (possibly narrowed) selectors cover an outbound packet.
+    fn covers_outbound(&self, info: &PacketInfo) -> bool {
+        self.local_ts
+            .matches(info.src, info.protocol, info.src_port)
+            && self
+                .remote_ts
+                .matches(info.dst, info.protocol, info.dst_port)
+    }
+
+    /// RFC 4301 section 5.2 step 4: whether a decrypted packet is one this SA carries.
+    fn covers_inbound(&self, info: &PacketInfo) -> bool {
+        self.remote_ts
+            .matches(info.src, info.protocol, info.src_port)
+            && self
+                .local_ts
+                .matches(info.dst, info.protocol, info.dst_port)
+    }
+
+    /// Path MTU (RFC 4301 section 8.2): refuses a packet whose ESP form would not fit
+    /// and which may not be fragmented (IPv4 with DF, or IPv6).
+    fn check_path_mtu(&self, info: &PacketInfo) -> Result<(), DropError> {
+        let Some(path_mtu) = self.path_mtu else {
+            return Ok(());
+        };
+        let overhead = self.outbound.overhead();
+        let esp_space = path_mtu.saturating_sub(outer_header_len(self.remote, self.encapsulation));
+        if overhead.esp_len(info.total_len) <= esp_space || !info.dont_fragment {
+            return Ok(());
+        }
+        Err(DropError::PacketTooBig {
+            spi: self.outbound.spi(),
+            inner_len: info.total_len,
+            inner_mtu: overhead.max_payload(esp_space).unwrap_or(0),
+            path_mtu,
+        })
+    }
 }
 
 /// SPD, SAD and counters: see the module docs for the API.
@@ -558,106 +634,55 @@ impl DataPlane {
         }
 
         // The newest pair of the policy whose (possibly narrower) selectors cover the packet.
-        let spi = self
+        let pair = self
             .by_policy
             .get(&policy_id)
             .and_then(|spis| {
-                spis.iter().copied().find(|spi| {
-                    self.pairs.get(spi).is_some_and(|p| {
-                        p.local_ts.matches(info.src, info.protocol, info.src_port)
-                            && p.remote_ts.matches(info.dst, info.protocol, info.dst_port)
-                    })
+                spis.iter().find(|spi| {
+                    self.pairs
+                        .get(spi)
+                        .is_some_and(|p| p.covers_outbound(&info))
                 })
             })
+            .copied()
+            .and_then(|spi| self.pairs.get_mut(&spi))
             .ok_or(DropError::NoOutboundSa { policy: policy_id })?;
-        let Some(pair) = self.pairs.get_mut(&spi) else {
-            return Err(DropError::NoOutboundSa { policy: policy_id });
-        };
         let out_spi = pair.outbound.spi();
-        let inner_len = info.total_len;
 
-        // Hard kilobyte lifetime.
-        if pair.hard_expired || pair.over_hard(pair.outbound.counters().bytes, inner_len) {
-            let kilobytes = pair.hard_bytes.unwrap_or(0) / 1024;
-            if !pair.hard_expired {
-                pair.hard_expired = true;
-                self.events.push_back(Event::HardLifetime {
-                    policy: policy_id,
-                    inbound_spi: spi,
-                    outbound_spi: out_spi,
-                    limit: LimitKind::Kilobytes,
-                });
-            }
-            return Err(DropError::LifetimeExpired {
-                spi: out_spi,
-                kilobytes,
-            });
+        // Hard kilobyte lifetime, then the path MTU.
+        if pair.hard_expired || pair.over_hard(pair.outbound.counters().bytes, info.total_len) {
+            pair.retire(LimitKind::Kilobytes, &mut self.events);
+            return Err(pair.expired(out_spi));
         }
+        pair.check_path_mtu(&info)?;
 
-        // Path MTU (RFC 4301 section 8.2): refuse what may not be fragmented.
-        let overhead = pair.outbound.overhead();
-        if let Some(path_mtu) = pair.path_mtu {
-            let outer = outer_header_len(pair.remote, pair.encapsulation);
-            let esp_space = path_mtu.saturating_sub(outer);
-            if overhead.esp_len(inner_len) > esp_space && info.dont_fragment {
-                return Err(DropError::PacketTooBig {
-                    spi: out_spi,
-                    inner_len,
-                    inner_mtu: overhead.max_payload(esp_space).unwrap_or(0),
-                    path_mtu,
-                });
-            }
-        }
-
+        // RFC 4303 section 2.6: next header names the tunnelled IP version.
         let next_header = if info.version() == 4 {
             NEXT_HEADER_IPV4
         } else {
             NEXT_HEADER_IPV6
         };
-        let payload = inner.start..inner.start + inner_len;
-        let sealed = match pair.outbound.seal(buf, payload, next_header, rng) {
-            Ok(s) => s,
-            Err(e) => {
-                if matches!(e, DropError::SequenceExhausted { .. }) && !pair.hard_expired {
-                    pair.hard_expired = true;
-                    self.events.push_back(Event::HardLifetime {
-                        policy: policy_id,
-                        inbound_spi: spi,
-                        outbound_spi: out_spi,
-                        limit: LimitKind::SequenceNumbers,
-                    });
+        let payload = inner.start..inner.start + info.total_len;
+        let sealed = pair
+            .outbound
+            .seal(buf, payload, next_header, rng)
+            .inspect_err(|e| {
+                if matches!(e, DropError::SequenceExhausted { .. }) {
+                    pair.retire(LimitKind::SequenceNumbers, &mut self.events);
                 }
-                return Err(e);
-            }
-        };
+            })?;
         tracing::trace!(
             spi = out_spi,
             sequence = sealed.sequence,
-            inner_len,
+            len = info.total_len,
             "ESP sealed"
         );
 
-        // Soft limits: kilobytes or sequence numbers running low.
-        if !pair.soft_expired {
-            let limit = if sealed.sequence >= self.config.sequence_soft_limit {
-                Some(LimitKind::SequenceNumbers)
-            } else if pair
-                .soft_bytes
-                .is_some_and(|soft| pair.outbound.counters().bytes >= soft)
-            {
-                Some(LimitKind::Kilobytes)
-            } else {
-                None
-            };
-            if let Some(limit) = limit {
-                pair.soft_expired = true;
-                self.events.push_back(Event::SoftLifetime {
-                    policy: policy_id,
-                    inbound_spi: spi,
-                    outbound_spi: out_spi,
-                    limit,
-                });
-            }
+        // Soft limits: sequence numbers running low, or kilobytes.
+        if sealed.sequence >= self.config.sequence_soft_limit {
+            pair.warn_soft(LimitKind::SequenceNumbers, &mut self.events);
+        } else if pair.over_soft(pair.outbound.counters().bytes) {
+            pair.warn_soft(LimitKind::Kilobytes, &mut self.events);
         }
 
         Ok(Outbound::Protected(EspTransmit {
@@ -704,26 +729,22 @@ impl DataPlane {
             .get_mut(&spi)
             .ok_or(DropError::NoInboundSa { spi })?;
         if pair.hard_expired {
-            return Err(DropError::LifetimeExpired {
-                spi,
-                kilobytes: pair.hard_bytes.unwrap_or(0) / 1024,
-            });
+            return Err(pair.expired(spi));
         }
 
+        // Replay, ICV, window, decryption, padding (RFC 4303 section 3.4).
         let opened = pair.inbound.open(packet)?;
-        match opened.next_header {
-            NEXT_HEADER_IPV4 | NEXT_HEADER_IPV6 => {}
+
+        // RFC 4303 section 2.6: tunnel mode carries IPv4 (4) or IPv6 (41); 59 is a dummy.
+        let expected_version = match opened.next_header {
+            NEXT_HEADER_IPV4 => 4,
+            NEXT_HEADER_IPV6 => 6,
             NEXT_HEADER_NO_NEXT => return Err(DropError::DummyPacket { spi }),
             next_header => return Err(DropError::BadNextHeader { spi, next_header }),
-        }
+        };
         let payload = packet.get(opened.payload.clone()).unwrap_or_default();
         let info =
             PacketInfo::parse(payload).map_err(|error| DropError::MalformedInner { spi, error })?;
-        let expected_version = if opened.next_header == NEXT_HEADER_IPV4 {
-            4
-        } else {
-            6
-        };
         if info.version() != expected_version {
             return Err(DropError::BadNextHeader {
                 spi,
@@ -732,13 +753,7 @@ impl DataPlane {
         }
 
         // RFC 4301 section 5.2 step 4: the packet must be one the SA was negotiated for.
-        if !pair
-            .remote_ts
-            .matches(info.src, info.protocol, info.src_port)
-            || !pair
-                .local_ts
-                .matches(info.dst, info.protocol, info.dst_port)
-        {
+        if !pair.covers_inbound(&info) {
             return Err(DropError::SelectorMismatch {
                 spi,
                 src: info.src,
@@ -748,31 +763,12 @@ impl DataPlane {
 
         // Kilobyte lifetime of the inbound direction.
         if pair.over_hard(pair.inbound.counters().bytes, info.total_len) {
-            pair.hard_expired = true;
-            self.events.push_back(Event::HardLifetime {
-                policy: pair.policy,
-                inbound_spi: spi,
-                outbound_spi: pair.outbound.spi(),
-                limit: LimitKind::Kilobytes,
-            });
-            return Err(DropError::LifetimeExpired {
-                spi,
-                kilobytes: pair.hard_bytes.unwrap_or(0) / 1024,
-            });
+            pair.retire(LimitKind::Kilobytes, &mut self.events);
+            return Err(pair.expired(spi));
         }
         pair.inbound.count_delivered(info.total_len);
-        if !pair.soft_expired
-            && pair
-                .soft_bytes
-                .is_some_and(|soft| pair.inbound.counters().bytes >= soft)
-        {
-            pair.soft_expired = true;
-            self.events.push_back(Event::SoftLifetime {
-                policy: pair.policy,
-                inbound_spi: spi,
-                outbound_spi: pair.outbound.spi(),
-                limit: LimitKind::Kilobytes,
-            });
+        if pair.over_soft(pair.inbound.counters().bytes) {
+            pair.warn_soft(LimitKind::Kilobytes, &mut self.events);
         }
         tracing::trace!(
             spi,
