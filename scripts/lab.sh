@@ -299,7 +299,7 @@ remote_id = "192.0.2.2"
 [tunnel.phase2]
 encryption = ["aes128"]
 authentication = ["sha1"]
-pfs_group = [14]
+pfs_group = 14
 lifetime_seconds = 3600
 
 [tunnel.dpd]

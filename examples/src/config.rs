@@ -149,11 +149,19 @@ struct RawPhase1 {
 struct RawPhase2 {
     encryption: Vec<String>,
     authentication: Vec<String>,
-    /// Empty: no PFS.
-    pfs_group: Vec<u16>,
+    /// A group number, or "none".
+    pfs_group: RawPfs,
     lifetime_seconds: u64,
     #[serde(default)]
     lifetime_kilobytes: Option<u64>,
+}
+
+/// `pfs_group = 14` or `pfs_group = "none"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPfs {
+    Group(u16),
+    Word(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,8 +262,6 @@ pub(crate) struct Phase2Proposal {
     pub(crate) encryption: EncryptionAlgorithm,
     /// The ESP integrity algorithm.
     pub(crate) integrity: IntegrityAlgorithm,
-    /// The PFS group for Quick Mode, if any.
-    pub(crate) pfs_group: Option<DhGroup>,
 }
 
 /// Validated phase 1 settings.
@@ -278,6 +284,9 @@ pub(crate) struct Phase1 {
 pub(crate) struct Phase2 {
     /// Proposals in preference order.
     pub(crate) proposals: Vec<Phase2Proposal>,
+    /// The PFS group shared by every proposal, if any. One group only: the initiator's
+    /// Quick Mode carries a single KE payload (RFC 2409 section 5.5), so its group is fixed.
+    pub(crate) pfs_group: Option<DhGroup>,
     /// IPsec SA lifetime in seconds.
     pub(crate) lifetime_seconds: u64,
     /// IPsec SA lifetime in kilobytes, if limited.
@@ -562,17 +571,18 @@ fn check_against_others(t: &Tunnel, earlier: &[Tunnel]) -> Result<(), ConfigErro
                 "is used by an earlier tunnel; names must be unique",
             ));
         }
-        // The endpoint tells tunnels apart by the outer address pair.
-        if o.local_address == t.local_address && o.remote_address == t.remote_address {
+        // The IKE endpoint picks the tunnel of an incoming Main Mode by the peer's address.
+        if o.remote_address == t.remote_address {
             return Err(bad(
                 &t.name,
                 "remote_address",
                 format!(
-                    "tunnel {:?} already connects {} to {}; one tunnel per address pair",
-                    o.name, t.local_address, t.remote_address
+                    "{} is already the peer of tunnel {:?}; one tunnel per peer address",
+                    t.remote_address, o.name
                 ),
             ));
         }
+
         // Outbound packets are routed by destination: remote subnets must not overlap.
         for (i, r) in t.remote_subnets.iter().enumerate() {
             if let Some(or) = o.remote_subnets.iter().find(|or| overlaps(r, or)) {
@@ -743,19 +753,19 @@ fn lookup<T: Copy + PartialEq>(
     Ok(out)
 }
 
+fn group_problem(id: u16) -> String {
+    let allowed: Vec<String> = DhGroup::ALL.iter().map(|g| g.id().to_string()).collect();
+    format!(
+        "group {id} is not supported; allowed: {}",
+        allowed.join(", ")
+    )
+}
+
 fn groups(tunnel: &str, field: &str, ids: &[u16]) -> Result<Vec<DhGroup>, ConfigError> {
     let mut out = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let Some(g) = DhGroup::from_id(id) else {
-            let allowed: Vec<String> = DhGroup::ALL.iter().map(|g| g.id().to_string()).collect();
-            return Err(bad(
-                tunnel,
-                format!("{field}[{i}]"),
-                format!(
-                    "group {id} is not supported; allowed: {}",
-                    allowed.join(", ")
-                ),
-            ));
+            return Err(bad(tunnel, format!("{field}[{i}]"), group_problem(id)));
         };
         if out.contains(&g) {
             return Err(bad(
@@ -899,13 +909,19 @@ fn validate_phase2(tunnel: &str, raw: RawPhase2) -> Result<Phase2, ConfigError> 
         &INTEGRITY,
         &raw.authentication,
     )?;
-    let pfs: Vec<Option<DhGroup>> = if raw.pfs_group.is_empty() {
-        vec![None]
-    } else {
-        groups(tunnel, "phase2.pfs_group", &raw.pfs_group)?
-            .into_iter()
-            .map(Some)
-            .collect()
+    let pfs_group = match raw.pfs_group {
+        RawPfs::Word(w) if w == "none" => None,
+        RawPfs::Word(w) => {
+            return Err(bad(
+                tunnel,
+                "phase2.pfs_group",
+                format!("{w:?} is not allowed; use a group number or \"none\""),
+            ))
+        }
+        RawPfs::Group(id) => Some(
+            DhGroup::from_id(id)
+                .ok_or_else(|| bad(tunnel, "phase2.pfs_group", group_problem(id)))?,
+        ),
     };
     check_lifetime(
         tunnel,
@@ -924,17 +940,15 @@ fn validate_phase2(tunnel: &str, raw: RawPhase2) -> Result<Phase2, ConfigError> 
     let mut proposals = Vec::new();
     for &encryption in &ciphers {
         for &integrity in &integrity {
-            for &pfs_group in &pfs {
-                proposals.push(Phase2Proposal {
-                    encryption,
-                    integrity,
-                    pfs_group,
-                });
-            }
+            proposals.push(Phase2Proposal {
+                encryption,
+                integrity,
+            });
         }
     }
     Ok(Phase2 {
         proposals,
+        pfs_group,
         lifetime_seconds: raw.lifetime_seconds,
         lifetime_kilobytes: raw.lifetime_kilobytes,
     })
@@ -1083,9 +1097,9 @@ pub(crate) fn weak_choices(t: &Tunnel) -> Vec<String> {
         if p.integrity.is_weak() {
             out.insert(format!("phase 2 integrity {:?}", p.integrity));
         }
-        if p.pfs_group.is_some_and(DhGroup::is_weak) {
-            out.insert(format!("PFS group {}", p.pfs_group.map_or(0, DhGroup::id)));
-        }
+    }
+    if let Some(g) = t.phase2.pfs_group.filter(|g| g.is_weak()) {
+        out.insert(format!("PFS group {}", g.id()));
     }
     if t.phase1.mode == Phase1Mode::Aggressive {
         out.insert("aggressive mode with a PSK (the key hash can be attacked offline)".to_owned());
@@ -1145,7 +1159,8 @@ pub(crate) fn describe(cfg: &Config) -> String {
             );
         }
         for p in &t.phase2.proposals {
-            let pfs = p
+            let pfs = t
+                .phase2
                 .pfs_group
                 .map_or_else(|| "no PFS".to_owned(), |g| format!("PFS group {}", g.id()));
             let volume = t
@@ -1218,7 +1233,7 @@ lifetime_seconds = 28800
 [tunnel.phase2]
 encryption = ["aes128"]
 authentication = ["sha1"]
-pfs_group = [14]
+pfs_group = 14
 lifetime_seconds = 3600
 "#;
 
@@ -1265,6 +1280,7 @@ lifetime_seconds = 3600
             Identity::Address("198.51.100.2".parse().unwrap())
         );
         assert_eq!(t.phase2.lifetime_seconds, 3600);
+        assert_eq!(t.phase2.pfs_group, Some(DhGroup::Modp2048));
         assert_eq!(t.phase2.lifetime_kilobytes, None);
         assert_eq!(
             t.dpd,
@@ -1319,7 +1335,6 @@ lifetime_seconds = 3600
             Phase2Proposal {
                 encryption: EncryptionAlgorithm::AesCbc128,
                 integrity: IntegrityAlgorithm::HmacSha256_128,
-                pfs_group: Some(DhGroup::Modp2048),
             }
         );
     }
@@ -1354,9 +1369,21 @@ lifetime_seconds = 3600
     }
 
     #[test]
-    fn empty_pfs_list_means_no_pfs() {
-        let cfg = parse_str(&minimal_with("pfs_group = [14]", "pfs_group = []")).unwrap();
-        assert_eq!(cfg.tunnels[0].phase2.proposals[0].pfs_group, None);
+    fn pfs_none_and_bad_pfs_values() {
+        let cfg = parse_str(&minimal_with("pfs_group = 14", "pfs_group = \"none\"")).unwrap();
+        assert_eq!(cfg.tunnels[0].phase2.pfs_group, None);
+        let cfg = parse_str(MINIMAL).unwrap();
+        assert_eq!(cfg.tunnels[0].phase2.pfs_group, Some(DhGroup::Modp2048));
+        let (_, field, problem) =
+            tunnel_error(&minimal_with("pfs_group = 14", "pfs_group = \"off\""));
+        assert_eq!(field, "phase2.pfs_group");
+        assert_eq!(
+            problem,
+            "\"off\" is not allowed; use a group number or \"none\""
+        );
+        let (_, field, problem) = tunnel_error(&minimal_with("pfs_group = 14", "pfs_group = 3"));
+        assert_eq!(field, "phase2.pfs_group");
+        assert!(problem.starts_with("group 3 is not supported"), "{problem}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
 
 /// Where the control socket lives unless the config says otherwise.
 pub(crate) const DEFAULT_SOCKET: &str = "/run/ipsec-gateway.sock";
@@ -18,4 +19,70 @@ pub(crate) fn query_status(path: &Path) -> std::io::Result<String> {
     let mut out = String::new();
     stream.take(1 << 20).read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// Serves the control socket: each connection sends one command line and gets one reply.
+///
+/// Commands are answered by the event loop (which owns all state) through `requests`; this
+/// task only does the socket work. Only `status` exists for now.
+pub(crate) async fn serve(
+    listener: tokio::net::UnixListener,
+    requests: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<String>>,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            // One short line, within two seconds; anything else is dropped.
+            let mut reader = tokio::io::BufReader::new(read.take(256));
+            let got =
+                tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
+            let reply = match (got, line.trim()) {
+                (Ok(Ok(_)), "status") => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if requests.send(tx).await.is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(text) => text,
+                        Err(_) => return,
+                    }
+                }
+                (Ok(Ok(_)), other) => format!("error: unknown command {other:?}; known: status\n"),
+                _ => return,
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), write.write_all(reply.as_bytes()))
+                .await;
+        });
+    }
+}
+
+/// Binds the control socket at `path` (mode 0600), replacing a stale socket file.
+pub(crate) fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    if path.exists() {
+        // A socket nobody answers on is left over from an earlier run.
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another ipsec-gateway is already listening there",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }

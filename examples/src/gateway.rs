@@ -1,9 +1,983 @@
-//! The event loop.
+//! The event loop: sockets and the TUN device on one side, the sans-IO [`Endpoint`] (IKE)
+//! and [`DataPlane`] (ESP) on the other.
+//!
+//! Why tokio, on one thread: the gateway waits on several sockets, a TUN device, timers,
+//! signals and a control socket at once. tokio gives all of them (tun-rs has a tokio
+//! device, `tokio::signal` handles SIGTERM, `UnixListener` serves `status`) with one
+//! `select!` and no hand-written poll set. The current-thread runtime keeps every piece of
+//! protocol state in one task, owned, with no locks: reader tasks only move bytes into a
+//! bounded channel, and the loop owns the `Endpoint` and the `DataPlane`. One core is plenty
+//! for a site-to-site gateway's packet rates; more would need one data plane per core.
+//!
+//! Per packet, reader tasks allocate one buffer (sized for the largest datagram plus the
+//! data plane's head- and tailroom) and move it through the channel; ESP is then sealed or
+//! opened in place in that buffer. A buffer pool would remove the allocation; it was not
+//! needed for the rates tested (see the README).
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use ipsec_sa::child::{ChildSaPair, Encapsulation};
+use ipsec_sa::dataplane::natt::{self as dp_natt, KeepaliveTimer, Udp4500};
+use ipsec_sa::dataplane::{
+    DataPlane, DataPlaneConfig, DropError, Outbound, Policy, PolicyAction, PolicyId, MAX_HEADROOM,
+    MAX_TAILROOM,
+};
+use ipsec_sa::endpoint::{self, Endpoint, EndpointConfig, Event, TunnelId};
+use rand_core::OsRng;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+use crate::config::{self, Config, Initiate};
+use crate::keys::KeyLog;
+use crate::net::{self, OuterSockets, NATT_PORT};
+
+/// The largest IP datagram.
+const MAX_PACKET: usize = 65_535;
+/// Buffer for one packet with the data plane's room on both sides.
+const BUF_LEN: usize = MAX_HEADROOM + MAX_PACKET + MAX_TAILROOM;
+/// Depth of the channel from reader tasks to the loop; readers wait when it is full.
+const CHANNEL_DEPTH: usize = 1024;
+/// First wait before a tunnel with `initiate = "start"` tries again after a failure.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Longest wait between such retries.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a tunnel started by traffic waits before traffic may start it again.
+const ON_TRAFFIC_HOLDOFF: Duration = Duration::from_secs(5);
+/// How long SIGTERM waits for Delete messages to leave before exiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs the gateway until SIGTERM or SIGINT.
-pub(crate) fn run(config: &Path, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
-    let _ = (config, wireshark_keys);
-    anyhow::bail!("not implemented yet")
+pub(crate) fn run(config_path: &Path, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run_async(cfg, wireshark_keys))
+}
+
+/// What reader tasks hand to the loop.
+#[derive(Debug)]
+enum Input {
+    /// An ISAKMP message (on port 4500 without its non-ESP marker).
+    Ike {
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// An ESP packet: `data[range]`, from UDP 4500 or raw protocol 50.
+    Esp {
+        remote: SocketAddr,
+        data: Vec<u8>,
+        range: std::ops::Range<usize>,
+    },
+    /// An inner packet read from the TUN device, at `data[MAX_HEADROOM..][..len]`.
+    Inner { data: Vec<u8>, len: usize },
+}
+
+/// Where a tunnel stands, for logs and `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No SA and nothing under way.
+    Down,
+    /// Phase 1 is being negotiated.
+    Connecting,
+    /// The ISAKMP SA is up; no ESP SA yet.
+    IsakmpUp,
+    /// At least one ESP SA pair is installed.
+    Up,
+}
+
+/// The gateway's view of one configured tunnel.
+#[derive(Debug)]
+struct TunnelState {
+    cfg: config::Tunnel,
+    id: TunnelId,
+    phase: Phase,
+    since: Instant,
+    /// Installed pairs as (inbound SPI, outbound SPI).
+    pairs: Vec<(u32, u32)>,
+    /// The ISAKMP endpoints once phase 1 is up, and whether a NAT was detected.
+    ike_path: Option<(SocketAddr, SocketAddr, bool)>,
+    /// NAT-T keepalive timer (RFC 3948 section 4), only when a NAT was detected.
+    keepalive: Option<KeepaliveTimer>,
+    /// When to initiate again, for `initiate = "start"` after a failure.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    /// For `initiate = "on-traffic"`: no new start before this time.
+    holdoff_until: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl TunnelState {
+    fn set_phase(&mut self, phase: Phase, now: Instant) {
+        if self.phase != phase {
+            info!(tunnel = %self.cfg.name, from = ?self.phase, to = ?phase, "tunnel state changed");
+            self.phase = phase;
+            self.since = now;
+        }
+    }
+}
+
+/// Everything the loop owns.
+struct Gateway {
+    endpoint: Endpoint,
+    dataplane: DataPlane,
+    rng: OsRng,
+    sockets: HashMap<IpAddr, OuterSockets>,
+    tun: Arc<tun_rs::AsyncDevice>,
+    tun_name: String,
+    tunnels: Vec<TunnelState>,
+    by_id: HashMap<TunnelId, usize>,
+    by_policy: HashMap<PolicyId, usize>,
+    keys: Option<KeyLog>,
+    started: Instant,
+    /// Set on SIGTERM: no more retries.
+    stopping: bool,
+}
+
+async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
+    let now = Instant::now();
+    let mut endpoint = Endpoint::new(EndpointConfig::default(), Box::new(OsRng));
+    let mut dataplane = DataPlane::new(DataPlaneConfig::default());
+
+    // Tunnels: the endpoint's view, and one PROTECT policy per subnet pair.
+    let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
+    let mut by_id = HashMap::new();
+    let mut by_policy = HashMap::new();
+    for (index, t) in cfg.tunnels.iter().enumerate() {
+        let tc = to_endpoint_config(t).map_err(|e| anyhow::anyhow!("tunnel {:?}: {e}", t.name))?;
+        let id = endpoint
+            .add_tunnel(tc)
+            .with_context(|| format!("tunnel {:?} refused by the IKE endpoint", t.name))?;
+        for local in &t.local_subnets {
+            for remote in &t.remote_subnets {
+                let p = dataplane.add_policy(Policy {
+                    local: *local,
+                    remote: *remote,
+                    action: PolicyAction::Protect,
+                    priority: 100,
+                });
+                by_policy.insert(p, index);
+            }
+        }
+        for w in config::weak_choices(t) {
+            warn!(tunnel = %t.name, "weak choice configured: {w}");
+        }
+        for note in limitations(t) {
+            warn!(tunnel = %t.name, "{note}");
+        }
+        by_id.insert(id, index);
+        tunnels.push(TunnelState {
+            cfg: t.clone(),
+            id,
+            phase: Phase::Down,
+            since: now,
+            pairs: Vec::new(),
+            ike_path: None,
+            keepalive: None,
+            retry_at: None,
+            retry_delay: RETRY_FIRST,
+            holdoff_until: None,
+            last_error: None,
+        });
+    }
+
+    // Outer sockets, one set per distinct local address.
+    let mut sockets = HashMap::new();
+    for t in &cfg.tunnels {
+        if let std::collections::hash_map::Entry::Vacant(slot) = sockets.entry(t.local_address) {
+            slot.insert(OuterSockets::bind(t.local_address)?);
+        }
+    }
+
+    // The TUN device and the routes into it.
+    let tun = Arc::new(net::create_tun(&cfg.tun_name, cfg.mtu)?);
+    for t in &cfg.tunnels {
+        let src = net::host_address_in(&t.local_subnets);
+        for r in &t.remote_subnets {
+            net::add_route(&cfg.tun_name, r, src)?;
+        }
+        info!(tunnel = %t.name, tun = %cfg.tun_name, remote_subnets = ?t.remote_subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            source = ?src, "routes installed");
+    }
+
+    let keys = match &wireshark_keys {
+        Some(dir) => {
+            warn!(dir = %dir.display(), "writing ESP and IKE keys for Wireshark: debugging only");
+            Some(KeyLog::new(dir).with_context(|| format!("creating {}", dir.display()))?)
+        }
+        None => None,
+    };
+
+    // Reader tasks.
+    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_DEPTH);
+    for s in sockets.values() {
+        tokio::spawn(read_ike(Arc::clone(&s.ike), s.addr, tx.clone()));
+        tokio::spawn(read_natt(Arc::clone(&s.natt), s.addr, tx.clone()));
+        if let Some(esp) = &s.esp {
+            tokio::spawn(read_raw_esp(Arc::clone(esp), tx.clone()));
+        }
+    }
+    tokio::spawn(read_tun(Arc::clone(&tun), tx.clone()));
+    drop(tx);
+
+    let (status_tx, mut status_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
+    let control_path = cfg.control_socket.clone();
+    if let Some(path) = &control_path {
+        let listener = crate::control::bind(path)
+            .with_context(|| format!("binding control socket {}", path.display()))?;
+        tokio::spawn(crate::control::serve(listener, status_tx));
+        info!(socket = %path.display(), "control socket ready");
+    } else {
+        drop(status_tx);
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+
+    let mut gw = Gateway {
+        endpoint,
+        dataplane,
+        rng: OsRng,
+        sockets,
+        tun,
+        tun_name: cfg.tun_name.clone(),
+        tunnels,
+        by_id,
+        by_policy,
+        keys,
+        started: now,
+        stopping: false,
+    };
+    info!(tunnels = gw.tunnels.len(), "ipsec-gateway running");
+
+    for i in 0..gw.tunnels.len() {
+        if gw
+            .tunnels
+            .get(i)
+            .is_some_and(|t| t.cfg.initiate == Initiate::Start)
+        {
+            gw.initiate(i, Instant::now());
+        }
+    }
+
+    // The loop.
+    let signal_name = loop {
+        gw.drain().await;
+        let deadline = gw.next_deadline();
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            input = rx.recv() => match input {
+                Some(input) => gw.handle_input(input).await,
+                None => bail!("every reader task has stopped"),
+            },
+            Some(reply) = status_rx.recv() => {
+                let _ = reply.send(gw.status(Instant::now()));
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                gw.handle_timeout(Instant::now());
+            }
+        }
+    };
+
+    // Shutdown: Delete for every SA (RFC 2408 section 3.15), then routes and socket file.
+    info!("{signal_name}: deleting SAs and shutting down");
+    gw.stopping = true;
+    gw.endpoint.shutdown(Instant::now());
+    gw.drain().await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+    for t in &gw.tunnels {
+        for r in &t.cfg.remote_subnets {
+            net::remove_route(&gw.tun_name, r);
+        }
+    }
+    if let Some(path) = control_path {
+        let _ = std::fs::remove_file(path);
+    }
+    info!("ipsec-gateway stopped");
+    Ok(())
+}
+
+impl Gateway {
+    /// Starts (or restarts) negotiation for tunnel `index`.
+    fn initiate(&mut self, index: usize, now: Instant) {
+        let Some(t) = self.tunnels.get_mut(index) else {
+            return;
+        };
+        t.retry_at = None;
+        match self.endpoint.initiate(t.id, now) {
+            Ok(()) => {
+                if t.phase == Phase::Down {
+                    t.set_phase(Phase::Connecting, now);
+                }
+                info!(tunnel = %t.cfg.name, remote = %t.cfg.remote_address, "initiating");
+            }
+            Err(e) => {
+                warn!(tunnel = %t.cfg.name, "cannot initiate: {e}");
+                t.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Sends what the endpoint queued and acts on its and the data plane's events.
+    async fn drain(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send_ike(t, now).await;
+        }
+        while let Some(e) = self.endpoint.poll_event() {
+            self.handle_event(e, now);
+        }
+        // Events may have queued more datagrams (a restart, a delete).
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send_ike(t, now).await;
+        }
+        while let Some(e) = self.dataplane.poll_event() {
+            self.handle_dataplane_event(e, now);
+        }
+    }
+
+    async fn send_ike(&mut self, t: endpoint::Transmit, now: Instant) {
+        let Some(s) = self.sockets.get(&t.local.ip()) else {
+            warn!(local = %t.local, "no socket for IKE source address; datagram dropped");
+            return;
+        };
+        let socket = if t.local.port() == NATT_PORT {
+            &s.natt
+        } else {
+            &s.ike
+        };
+        let result = if t.non_esp_marker {
+            let mut framed = Vec::with_capacity(t.payload.len() + 4);
+            framed.extend_from_slice(&dp_natt::NON_ESP_MARKER);
+            framed.extend_from_slice(&t.payload);
+            socket.send_to(&framed, t.remote).await
+        } else {
+            socket.send_to(&t.payload, t.remote).await
+        };
+        match result {
+            Ok(_) => {
+                trace!(local = %t.local, remote = %t.remote, len = t.payload.len(), "IKE sent");
+                self.note_sent(t.remote, now);
+            }
+            Err(e) => warn!(remote = %t.remote, "sending IKE failed: {e}"),
+        }
+    }
+
+    /// Restarts the NAT-keepalive interval of the tunnel that talks to `remote`.
+    fn note_sent(&mut self, remote: SocketAddr, now: Instant) {
+        for t in &mut self.tunnels {
+            if t.ike_path.is_some_and(|(_, r, _)| r == remote) {
+                if let Some(k) = &mut t.keepalive {
+                    k.on_sent(now);
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, now: Instant) {
+        let tunnel_of = |id: &TunnelId| self.by_id.get(id).copied();
+        match event {
+            Event::Phase1Established {
+                tunnel,
+                local,
+                remote,
+                nat_detected,
+                initiator_cookie,
+                responder_cookie,
+            } => {
+                let Some(i) = tunnel_of(&tunnel) else { return };
+                if let Some(keys) = &self.keys {
+                    if let Some((cky_i, ka)) = self.endpoint.phase1_encryption_key(tunnel) {
+                        if let Err(e) = keys.ike_sa(&cky_i, ka.expose()) {
+                            warn!("writing Wireshark IKE keys: {e}");
+                        }
+                    }
+                }
+                let Some(t) = self.tunnels.get_mut(i) else {
+                    return;
+                };
+                info!(tunnel = %t.cfg.name, %local, %remote, nat_detected,
+                    cky_i = %hex::encode(initiator_cookie), cky_r = %hex::encode(responder_cookie),
+                    "phase 1 established");
+                t.ike_path = Some((local, remote, nat_detected));
+                t.keepalive = nat_detected
+                    .then(|| KeepaliveTimer::new(dp_natt::DEFAULT_KEEPALIVE_INTERVAL, now));
+                if t.phase != Phase::Up {
+                    t.set_phase(Phase::IsakmpUp, now);
+                }
+            }
+            Event::ChildSaEstablished { tunnel, pair } => {
+                let Some(i) = tunnel_of(&tunnel) else { return };
+                self.install(i, &pair, now);
+            }
+            Event::ChildSaDeleted {
+                tunnel,
+                inbound_spi,
+                outbound_spi,
+            } => {
+                let removed = self.dataplane.remove_pair(inbound_spi);
+                let Some(i) = tunnel_of(&tunnel) else { return };
+                let Some(t) = self.tunnels.get_mut(i) else {
+                    return;
+                };
+                t.pairs.retain(|&(spi, _)| spi != inbound_spi);
+                info!(tunnel = %t.cfg.name, inbound_spi = format_args!("{inbound_spi:#010x}"),
+                    outbound_spi = format_args!("{outbound_spi:#010x}"), removed, "ESP SA pair deleted");
+                if t.pairs.is_empty() {
+                    let next = if t.ike_path.is_some() {
+                        Phase::IsakmpUp
+                    } else {
+                        Phase::Down
+                    };
+                    t.set_phase(next, now);
+                }
+            }
+            Event::Phase1Deleted { tunnel } => {
+                let Some(i) = tunnel_of(&tunnel) else { return };
+                let Some(t) = self.tunnels.get_mut(i) else {
+                    return;
+                };
+                info!(tunnel = %t.cfg.name, "phase 1 SA deleted");
+                t.ike_path = None;
+                t.keepalive = None;
+                if t.pairs.is_empty() {
+                    t.set_phase(Phase::Down, now);
+                    if !self.stopping {
+                        schedule_retry(t, now);
+                    }
+                }
+            }
+            Event::Failed { tunnel, reason } => {
+                let Some(i) = tunnel_of(&tunnel) else { return };
+                let Some(t) = self.tunnels.get_mut(i) else {
+                    return;
+                };
+                warn!(tunnel = %t.cfg.name, "negotiation failed: {reason}");
+                t.last_error = Some(reason.to_string());
+                if t.phase == Phase::Connecting {
+                    t.set_phase(Phase::Down, now);
+                }
+                if t.phase == Phase::Down && !self.stopping {
+                    schedule_retry(t, now);
+                }
+            }
+            Event::PeerDead { tunnel } => {
+                let Some(i) = tunnel_of(&tunnel) else { return };
+                let Some(t) = self.tunnels.get_mut(i) else {
+                    return;
+                };
+                warn!(tunnel = %t.cfg.name, "dead peer detection: peer declared dead");
+                t.last_error = Some("peer declared dead by DPD".into());
+            }
+            other => debug!(event = ?other, "endpoint event not handled by the gateway"),
+        }
+    }
+
+    /// Installs a pair in the data plane (ChildSaEstablished).
+    fn install(&mut self, index: usize, pair: &ChildSaPair, now: Instant) {
+        let Some(t) = self.tunnels.get_mut(index) else {
+            return;
+        };
+        match self.dataplane.install(pair) {
+            Ok(policy) => {
+                info!(tunnel = %t.cfg.name, %policy,
+                    inbound_spi = format_args!("{:#010x}", pair.inbound.spi),
+                    outbound_spi = format_args!("{:#010x}", pair.outbound.spi),
+                    encryption = ?pair.outbound.encryption, integrity = ?pair.outbound.integrity,
+                    encapsulation = ?pair.encapsulation, local_ts = %pair.local_ts,
+                    remote_ts = %pair.remote_ts, remote = %pair.remote, "ESP SA pair established");
+                t.pairs.push((pair.inbound.spi, pair.outbound.spi));
+                t.retry_delay = RETRY_FIRST;
+                t.last_error = None;
+                t.set_phase(Phase::Up, now);
+                if let Some(keys) = &self.keys {
+                    if let Err(e) = keys.child_sa(pair) {
+                        warn!("writing Wireshark ESP keys: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(tunnel = %t.cfg.name, "negotiated ESP SA pair not installed: {e}");
+                t.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn handle_dataplane_event(&mut self, event: ipsec_sa::dataplane::Event, now: Instant) {
+        use ipsec_sa::dataplane::Event as Dp;
+        match event {
+            Dp::SoftLifetime {
+                policy,
+                inbound_spi,
+                limit,
+                ..
+            } => {
+                if let Some(&i) = self.by_policy.get(&policy) {
+                    info!(
+                        inbound_spi = format_args!("{inbound_spi:#010x}"),
+                        ?limit,
+                        "ESP SA near its limit: negotiating a replacement"
+                    );
+                    self.initiate(i, now);
+                }
+            }
+            Dp::HardLifetime {
+                inbound_spi, limit, ..
+            } => {
+                warn!(
+                    inbound_spi = format_args!("{inbound_spi:#010x}"),
+                    ?limit,
+                    "ESP SA reached its hard limit and stops carrying traffic"
+                );
+            }
+        }
+    }
+
+    async fn handle_input(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Ike {
+                local,
+                remote,
+                data,
+            } => self.endpoint.handle_datagram(now, local, remote, &data),
+            Input::Esp {
+                remote,
+                mut data,
+                range,
+            } => {
+                let Some(packet) = data.get_mut(range) else {
+                    return;
+                };
+                match self.dataplane.decapsulate(packet) {
+                    Ok(inbound) => {
+                        self.endpoint.traffic_seen(inbound.spi, now);
+                        if let Some(inner) = packet.get(inbound.inner) {
+                            if let Err(e) = self.tun.send(inner).await {
+                                debug!("TUN write failed: {e}");
+                            }
+                        }
+                    }
+                    // Counted and logged at debug by the data plane.
+                    Err(e) => trace!(%remote, "ESP dropped: {e}"),
+                }
+            }
+            Input::Inner { mut data, len } => {
+                let inner = MAX_HEADROOM..MAX_HEADROOM + len;
+                match self.dataplane.encapsulate(&mut data, inner, &mut self.rng) {
+                    Ok(Outbound::Protected(t)) => {
+                        let Some(packet) = data.get(t.packet.clone()) else {
+                            return;
+                        };
+                        self.send_esp(packet, t.local, t.remote, t.encapsulation)
+                            .await;
+                        self.note_sent(t.remote, now);
+                    }
+                    Ok(Outbound::Bypass { policy }) => {
+                        debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
+                    }
+                    Err(DropError::NoOutboundSa { policy }) => self.on_traffic(policy, now),
+                    Err(_) => {} // counted and logged at debug by the data plane
+                }
+            }
+        }
+    }
+
+    async fn send_esp(
+        &self,
+        packet: &[u8],
+        local: SocketAddr,
+        remote: SocketAddr,
+        encapsulation: Encapsulation,
+    ) {
+        let Some(s) = self.sockets.get(&local.ip()) else {
+            debug!(%local, "no socket for ESP source address; packet dropped");
+            return;
+        };
+        let result = match encapsulation {
+            Encapsulation::UdpTunnel => s.natt.send_to(packet, remote).await,
+            Encapsulation::Tunnel => match &s.esp {
+                Some(raw) => raw.send(packet, remote.ip()).await,
+                None => {
+                    debug!(%remote, "raw ESP socket unavailable; packet dropped");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = result {
+            debug!(%remote, "sending ESP failed: {e}");
+        }
+    }
+
+    /// A packet found its policy without an SA: start the tunnel if it starts on traffic.
+    fn on_traffic(&mut self, policy: PolicyId, now: Instant) {
+        let Some(&i) = self.by_policy.get(&policy) else {
+            return;
+        };
+        let Some(t) = self.tunnels.get_mut(i) else {
+            return;
+        };
+        let idle = t.phase == Phase::Down || t.phase == Phase::IsakmpUp;
+        let held = t.holdoff_until.is_some_and(|h| now < h);
+        if t.cfg.initiate == Initiate::OnTraffic && idle && !held {
+            t.holdoff_until = Some(now + ON_TRAFFIC_HOLDOFF);
+            info!(tunnel = %t.cfg.name, "traffic for the tunnel: initiating");
+            self.initiate(i, now);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        let mut retries = Vec::new();
+        let mut keepalives = Vec::new();
+        for (i, t) in self.tunnels.iter_mut().enumerate() {
+            if t.retry_at.is_some_and(|r| now >= r) {
+                retries.push(i);
+            }
+            if let (Some(k), Some((local, remote, _))) = (&mut t.keepalive, t.ike_path) {
+                if k.handle_timeout(now) {
+                    keepalives.push((local, remote));
+                }
+            }
+        }
+        for i in retries {
+            self.initiate(i, now);
+        }
+        for (local, remote) in keepalives {
+            if let Some(s) = self.sockets.get(&local.ip()) {
+                // RFC 3948 section 2.3: a single 0xFF octet on the NAT-T port.
+                match s.natt.try_send_to(&dp_natt::KEEPALIVE_PAYLOAD, remote) {
+                    Ok(_) => trace!(%remote, "NAT-keepalive sent"),
+                    Err(e) => debug!(%remote, "NAT-keepalive not sent: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The earliest of the endpoint's timers, keepalives and retries (an hour if none).
+    fn next_deadline(&self) -> Instant {
+        let mut next = self.endpoint.poll_timeout();
+        for t in &self.tunnels {
+            let candidates = [t.retry_at, t.keepalive.map(|k| k.poll_timeout())];
+            for c in candidates.into_iter().flatten() {
+                next = Some(next.map_or(c, |n| n.min(c)));
+            }
+        }
+        next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// The text `ipsec-gateway status` prints.
+    fn status(&self, now: Instant) -> String {
+        use std::fmt::Write as _;
+
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "ipsec-gateway: up {}s, {} tunnel(s), TUN {}",
+            now.duration_since(self.started).as_secs(),
+            self.tunnels.len(),
+            self.tun_name
+        );
+        for t in &self.tunnels {
+            let _ = writeln!(
+                s,
+                "tunnel {}: {} ({}s), {} -> {}, initiate {:?}",
+                t.cfg.name,
+                phase_name(t.phase),
+                now.duration_since(t.since).as_secs(),
+                t.cfg.local_address,
+                t.cfg.remote_address,
+                t.cfg.initiate
+            );
+            match self.endpoint.tunnel_state(t.id) {
+                endpoint::TunnelState::Idle => {
+                    let _ = writeln!(s, "  ike: no ISAKMP SA");
+                }
+                endpoint::TunnelState::Phase1InProgress => {
+                    let _ = writeln!(s, "  ike: main mode in progress");
+                }
+                endpoint::TunnelState::Phase1Up {
+                    child_sas,
+                    quick_modes_in_progress,
+                } => {
+                    let (local, remote, nat) = t.ike_path.map_or_else(
+                        || ("?".to_owned(), "?".to_owned(), false),
+                        |(l, r, n)| (l.to_string(), r.to_string(), n),
+                    );
+                    let _ = writeln!(
+                        s,
+                        "  ike: established, {local} <-> {remote}, nat-t {}, {child_sas} child SA(s), {quick_modes_in_progress} quick mode(s) running",
+                        if nat { "yes" } else { "no" }
+                    );
+                }
+                other => {
+                    let _ = writeln!(s, "  ike: {other:?}");
+                }
+            }
+            for &(inbound, _) in &t.pairs {
+                if let Some(p) = self.dataplane.pair_stats(inbound) {
+                    let _ = writeln!(
+                        s,
+                        "  esp: in {:#010x} out {:#010x}, {:?}, {} <-> {}",
+                        p.inbound_spi, p.outbound_spi, p.encapsulation, p.local_ts, p.remote_ts
+                    );
+                    let _ = writeln!(
+                        s,
+                        "       in {} packets {} bytes, out {} packets {} bytes, {} dropped",
+                        p.inbound.packets,
+                        p.inbound.bytes,
+                        p.outbound.packets,
+                        p.outbound.bytes,
+                        p.drops.total()
+                    );
+                }
+            }
+            if let Some(e) = &t.last_error {
+                let _ = writeln!(s, "  last error: {e}");
+            }
+        }
+        let drops: Vec<String> = self
+            .dataplane
+            .drop_counters()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        if !drops.is_empty() {
+            let _ = writeln!(s, "drops: {}", drops.join(", "));
+        }
+        s
+    }
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Down => "down",
+        Phase::Connecting => "connecting",
+        Phase::IsakmpUp => "phase1-up",
+        Phase::Up => "up",
+    }
+}
+
+/// After a failure, a tunnel that should always be up tries again with back-off.
+fn schedule_retry(t: &mut TunnelState, now: Instant) {
+    if t.cfg.initiate == Initiate::Start && t.retry_at.is_none() {
+        t.retry_at = Some(now + t.retry_delay);
+        info!(tunnel = %t.cfg.name, delay_s = t.retry_delay.as_secs(), "will initiate again");
+        t.retry_delay = (t.retry_delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// Configured features this version accepts but does not carry out, for `check` and a
+/// startup warning.
+pub(crate) fn limitations(t: &config::Tunnel) -> Vec<String> {
+    let mut out = Vec::new();
+    if t.local_subnets.len() > 1 || t.remote_subnets.len() > 1 {
+        out.push(format!(
+            "as initiator only the first subnet pair ({} <-> {}) is negotiated; traffic of the other pairs flows only if the peer starts a Quick Mode for it",
+            t.local_subnets.first().map_or_else(String::new, ToString::to_string),
+            t.remote_subnets.first().map_or_else(String::new, ToString::to_string)
+        ));
+    }
+    if t.phase2.lifetime_kilobytes.is_some() {
+        out.push("phase2.lifetime_kilobytes is not proposed to the peer yet".to_owned());
+    }
+    if !t.nat_subnets.is_empty() || !t.nat_entries.is_empty() {
+        out.push("static_nat is validated but not applied to packets yet".to_owned());
+    }
+    out
+}
+
+/// Translates a validated tunnel into the endpoint's configuration (loads the PSK).
+pub(crate) fn to_endpoint_config(t: &config::Tunnel) -> Result<endpoint::TunnelConfig, String> {
+    use config::{DpdAction, Identity, Phase1Mode};
+
+    let psk = t.psk.load()?;
+    let ike_local = SocketAddr::new(t.local_address, net::IKE_PORT);
+    let ike_remote = SocketAddr::new(t.remote_address, net::IKE_PORT);
+    let (Some(&local_ts), Some(&remote_ts)) = (t.local_subnets.first(), t.remote_subnets.first())
+    else {
+        return Err("local_subnets and remote_subnets must not be empty".into());
+    };
+    let mut tc =
+        endpoint::TunnelConfig::new(&t.name, ike_local, ike_remote, psk, local_ts, remote_ts);
+
+    tc.phase1.mode = match t.phase1.mode {
+        Phase1Mode::Main => endpoint::Phase1Mode::Main,
+        Phase1Mode::Aggressive => {
+            return Err(
+                "phase1.mode: aggressive mode is not implemented by ipsec-sa yet; use main".into(),
+            )
+        }
+    };
+    tc.phase1.proposals = t
+        .phase1
+        .proposals
+        .iter()
+        .map(|p| endpoint::Phase1Proposal {
+            encryption: p.encryption,
+            hash: p.hash,
+            group: p.dh_group,
+        })
+        .collect();
+    let id = |i: &Identity| match i {
+        Identity::Address(a) => endpoint::Identity::Address(*a),
+        Identity::Fqdn(n) => endpoint::Identity::Fqdn(n.clone()),
+        Identity::UserFqdn(n) => endpoint::Identity::UserFqdn(n.clone()),
+    };
+    tc.phase1.local_id = Some(id(&t.phase1.local_id));
+    tc.phase1.remote_id = Some(id(&t.phase1.remote_id));
+    tc.phase1.lifetime = Duration::from_secs(t.phase1.lifetime_seconds);
+
+    tc.phase2.proposals = t
+        .phase2
+        .proposals
+        .iter()
+        .map(|p| endpoint::Phase2Proposal {
+            encryption: p.encryption,
+            integrity: p.integrity,
+        })
+        .collect();
+    tc.phase2.pfs_group = t.phase2.pfs_group;
+    tc.phase2.lifetime = Duration::from_secs(t.phase2.lifetime_seconds);
+
+    // Every configured subnet; Quick Mode negotiates the first pair (a limit of ipsec-sa).
+    tc.local_ts = t.local_subnets.clone();
+    tc.remote_ts = t.remote_subnets.clone();
+    tc.dpd = t.dpd.and_then(|d| {
+        let action = match d.action {
+            DpdAction::None => return None,
+            DpdAction::Clear => endpoint::DpdAction::Clear,
+            DpdAction::Restart => endpoint::DpdAction::Restart,
+        };
+        Some(endpoint::DpdConfig {
+            delay: Duration::from_secs(d.delay_seconds),
+            timeout: Duration::from_secs(d.timeout_seconds),
+            action,
+        })
+    });
+    Ok(tc)
+}
+
+// ------------------------------------------------------------------ readers --
+
+async fn read_ike(socket: Arc<tokio::net::UdpSocket>, addr: IpAddr, tx: mpsc::Sender<Input>) {
+    let local = SocketAddr::new(addr, net::IKE_PORT);
+    loop {
+        let mut data = vec![0u8; MAX_PACKET];
+        match socket.recv_from(&mut data).await {
+            Ok((n, remote)) => {
+                data.truncate(n);
+                if tx
+                    .send(Input::Ike {
+                        local,
+                        remote,
+                        data,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => recv_error("UDP 500", &e).await,
+        }
+    }
+}
+
+async fn read_natt(socket: Arc<tokio::net::UdpSocket>, addr: IpAddr, tx: mpsc::Sender<Input>) {
+    let local = SocketAddr::new(addr, NATT_PORT);
+    loop {
+        let mut data = vec![0u8; MAX_PACKET];
+        let (n, remote) = match socket.recv_from(&mut data).await {
+            Ok(r) => r,
+            Err(e) => {
+                recv_error("UDP 4500", &e).await;
+                continue;
+            }
+        };
+        data.truncate(n);
+        // RFC 3948 section 2: marker -> IKE, 0xFF -> keepalive, else ESP.
+        let input = match dp_natt::classify(&data) {
+            Ok(Udp4500::Ike(_)) => {
+                data.drain(..dp_natt::NON_ESP_MARKER.len());
+                Input::Ike {
+                    local,
+                    remote,
+                    data,
+                }
+            }
+            Ok(Udp4500::Keepalive) => {
+                trace!(%remote, "NAT-keepalive received");
+                continue;
+            }
+            Ok(Udp4500::Esp(_)) => Input::Esp {
+                remote,
+                range: 0..n,
+                data,
+            },
+            Err(e) => {
+                debug!(%remote, len = n, "UDP 4500 datagram dropped: {e}");
+                continue;
+            }
+        };
+        if tx.send(input).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_raw_esp(socket: Arc<net::RawEsp>, tx: mpsc::Sender<Input>) {
+    loop {
+        let mut data = vec![0u8; MAX_PACKET];
+        match socket.recv(&mut data).await {
+            Ok((from, range)) => {
+                let remote = SocketAddr::new(from, 0);
+                if tx
+                    .send(Input::Esp {
+                        remote,
+                        data,
+                        range,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => recv_error("raw ESP", &e).await,
+        }
+    }
+}
+
+async fn read_tun(tun: Arc<tun_rs::AsyncDevice>, tx: mpsc::Sender<Input>) {
+    loop {
+        let mut data = vec![0u8; BUF_LEN];
+        let Some(room) = data.get_mut(MAX_HEADROOM..MAX_HEADROOM + MAX_PACKET) else {
+            return;
+        };
+        match tun.recv(room).await {
+            Ok(len) => {
+                if tx.send(Input::Inner { data, len }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => recv_error("TUN", &e).await,
+        }
+    }
+}
+
+/// A receive error: logged, then a short pause so a persistent error cannot spin the CPU.
+async fn recv_error(what: &str, e: &std::io::Error) {
+    debug!("{what} receive error: {e}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -109,6 +109,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -123,5 +124,20 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
     };
     print!("{}", config::describe(&cfg));
-    ExitCode::SUCCESS
+    // What the IKE endpoint itself accepts (e.g. Aggressive Mode is not implemented yet).
+    let mut ok = true;
+    for t in &cfg.tunnels {
+        if let Err(e) = gateway::to_endpoint_config(t) {
+            eprintln!("error: tunnel {:?}: {e}", t.name);
+            ok = false;
+        }
+        for note in gateway::limitations(t) {
+            println!("  note: {note}");
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,1 +1,296 @@
-//! Sockets and the TUN device.
+//! The gateway's contact with the operating system's network: the outer sockets (UDP 500,
+//! UDP 4500, raw ESP), the TUN device for inner packets, and the routes that send the remote
+//! subnets into it.
+//!
+//! TUN devices come from `tun-rs`: it is maintained, Apache-2.0, has a tokio `AsyncDevice`
+//! with `recv`/`send` of whole IP packets (no packet-information header), and needs no unsafe
+//! code from us. Routes are set with the `ip` command rather than netlink code of our own:
+//! one `ip route replace` per subnet at startup is not a hot path, and the command's errors
+//! are readable.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use ipsec_sa::selector::TrafficSelector;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+
+/// IKE's port (RFC 2408 section 2.5.2 via IANA).
+pub(crate) const IKE_PORT: u16 = 500;
+/// The NAT-T port: IKE after the float, and ESP in UDP (RFC 3947 section 4, RFC 3948).
+pub(crate) const NATT_PORT: u16 = 4500;
+/// IP protocol number of ESP (RFC 4303).
+pub(crate) const IPPROTO_ESP: u8 = 50;
+
+/// The sockets bound to one local outer address.
+#[derive(Debug)]
+pub(crate) struct OuterSockets {
+    /// The address they are bound to.
+    pub(crate) addr: IpAddr,
+    /// UDP 500: IKE before any NAT-T float.
+    pub(crate) ike: Arc<UdpSocket>,
+    /// UDP 4500: IKE with the non-ESP marker, ESP in UDP, NAT keepalives.
+    pub(crate) natt: Arc<UdpSocket>,
+    /// Raw ESP (IP protocol 50), for SAs negotiated without UDP encapsulation; `None` when
+    /// it could not be opened (IPv6 is not supported yet, see [`RawEsp`]).
+    pub(crate) esp: Option<Arc<RawEsp>>,
+}
+
+impl OuterSockets {
+    /// Binds UDP 500 and 4500 on `addr` and tries to open raw ESP.
+    pub(crate) fn bind(addr: IpAddr) -> anyhow::Result<Self> {
+        let ike = bind_udp(SocketAddr::new(addr, IKE_PORT))?;
+        let natt = bind_udp(SocketAddr::new(addr, NATT_PORT))?;
+        let esp = match addr {
+            IpAddr::V4(v4) => match RawEsp::open(v4) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!(%addr, "raw ESP socket unavailable, only ESP in UDP will work: {e}");
+                    None
+                }
+            },
+            IpAddr::V6(_) => {
+                tracing::debug!(%addr, "raw ESP over IPv6 is not implemented; ESP in UDP only");
+                None
+            }
+        };
+        Ok(Self {
+            addr,
+            ike: Arc::new(ike),
+            natt: Arc::new(natt),
+            esp,
+        })
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .with_context(|| format!("creating UDP socket for {addr}"))?;
+    socket.set_nonblocking(true)?;
+    // The kernel must not fragment-check our way to EMSGSIZE on large IKE messages.
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr} (is another IKE daemon running?)"))?;
+    let std_socket: std::net::UdpSocket = socket.into();
+    UdpSocket::from_std(std_socket).with_context(|| format!("registering UDP {addr}"))
+}
+
+/// A raw IPv4 socket for ESP (protocol 50), bound to one local address.
+///
+/// Received datagrams carry the IPv4 header (raw IPv4 sockets deliver it), which gives the
+/// sender's address without `recvfrom`'s uninitialised-buffer API. IPv6 raw sockets strip the
+/// header, so IPv6 would need `recvfrom`: not implemented yet, and not needed by peers that
+/// only do ESP in UDP (strongSwan's kernel-libipsec 5.9.8).
+#[derive(Debug)]
+pub(crate) struct RawEsp {
+    fd: AsyncFd<Socket>,
+}
+
+impl RawEsp {
+    fn open(addr: Ipv4Addr) -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_ESP))),
+        )?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&SocketAddr::new(IpAddr::V4(addr), 0).into())?;
+        // SAFETY: `AsyncFd` takes ownership of the `Socket`, which owns its descriptor and
+        // closes it only when dropped, so the descriptor stays open and unchanged for as
+        // long as the `AsyncFd` exists, which is what `register` requires.
+        #[expect(
+            unsafe_code,
+            reason = "tokio's AsyncFd::register is unsafe; see SAFETY"
+        )]
+        let fd = unsafe { AsyncFd::register(socket) }.map_err(io::Error::from)?;
+        Ok(Self { fd })
+    }
+
+    /// Receives one ESP packet: returns the sender and the range of `buf` holding the ESP
+    /// header and everything after it (the IPv4 header is skipped).
+    pub(crate) async fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(IpAddr, std::ops::Range<usize>)> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|inner| inner.get_ref().read(buf)) {
+                Ok(Ok(n)) => match strip_ipv4_header(buf.get(..n).unwrap_or_default()) {
+                    Some((src, start)) => return Ok((IpAddr::V4(src), start..n)),
+                    None => {
+                        tracing::debug!(
+                            len = n,
+                            "raw ESP: dropped datagram with a bad IPv4 header"
+                        );
+                    }
+                },
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// Sends one ESP packet (header onwards) to `peer`; the kernel adds the IPv4 header.
+    pub(crate) async fn send(&self, packet: &[u8], peer: IpAddr) -> io::Result<usize> {
+        let to: socket2::SockAddr = SocketAddr::new(peer, 0).into();
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|inner| inner.get_ref().send_to(packet, &to)) {
+                Ok(r) => return r,
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+/// The source address and the payload offset of an IPv4 datagram, after basic checks.
+fn strip_ipv4_header(d: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let first = *d.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let header_len = usize::from(first & 0x0f) * 4;
+    if header_len < 20 || d.len() < header_len {
+        return None;
+    }
+    let src: [u8; 4] = d.get(12..16)?.try_into().ok()?;
+    Some((Ipv4Addr::from(src), header_len))
+}
+
+/// Creates the TUN device (up, no address: it is only a route target).
+pub(crate) fn create_tun(name: &str, mtu: u16) -> anyhow::Result<tun_rs::AsyncDevice> {
+    let dev = tun_rs::DeviceBuilder::new()
+        .name(name)
+        .mtu(mtu)
+        .packet_information(false)
+        .enable(false)
+        .build_async()
+        .with_context(|| format!("creating TUN device {name} (needs root or CAP_NET_ADMIN)"))?;
+    // No IPv6 link-local address: the kernel would send router solicitations into the
+    // tunnel, which no policy covers. Then up: routes need the link up.
+    ip(&["link", "set", "dev", name, "addrgenmode", "none"])?;
+    ip(&["link", "set", "dev", name, "up"])?;
+    Ok(dev)
+}
+
+/// Routes `subnet` into the TUN device. `src` (one of this host's addresses inside our
+/// local subnets) makes packets the gateway itself originates match the tunnel's selectors.
+pub(crate) fn add_route(
+    tun: &str,
+    subnet: &TrafficSelector,
+    src: Option<IpAddr>,
+) -> anyhow::Result<()> {
+    let dest = subnet.to_string();
+    let mut args = vec!["route", "replace", dest.as_str(), "dev", tun];
+    let src_text;
+    if let Some(s) = src.filter(|s| s.is_ipv4() == subnet.start().is_ipv4()) {
+        src_text = s.to_string();
+        args.extend(["src", src_text.as_str()]);
+    }
+    if subnet.start().is_ipv6() {
+        args.insert(0, "-6");
+    }
+    ip(&args)
+}
+
+/// Removes a route added by [`add_route`]; errors are logged, not returned (shutdown path).
+pub(crate) fn remove_route(tun: &str, subnet: &TrafficSelector) {
+    let dest = subnet.to_string();
+    let mut args = vec!["route", "del", dest.as_str(), "dev", tun];
+    if subnet.start().is_ipv6() {
+        args.insert(0, "-6");
+    }
+    if let Err(e) = ip(&args) {
+        tracing::debug!("removing route {dest}: {e:#}");
+    }
+}
+
+/// One of this host's addresses that lies inside one of `subnets`, if any.
+pub(crate) fn host_address_in(subnets: &[TrafficSelector]) -> Option<IpAddr> {
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = host_addresses(&text).find(|a| subnets.iter().any(|s| s.contains_addr(*a)));
+    found
+}
+
+/// The addresses in `ip -o addr show` output ("... inet 10.1.0.1/24 ...").
+fn host_addresses(text: &str) -> impl Iterator<Item = IpAddr> + '_ {
+    text.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == "inet" || *w == "inet6")?;
+        let cidr = words.next()?;
+        cidr.split('/').next()?.parse().ok()
+    })
+}
+
+/// Runs `ip ARGS...`, turning a failure into an error that shows the command and its stderr.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running the ip command (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ipv4_header_by_ihl() {
+        // IHL 5 (20 bytes), source 192.0.2.2, then 4 payload bytes.
+        let mut d = vec![
+            0x45, 0, 0, 24, 0, 0, 0, 0, 64, 50, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1,
+        ];
+        d.extend([0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            strip_ipv4_header(&d),
+            Some((Ipv4Addr::new(192, 0, 2, 2), 20))
+        );
+        // IHL 6 with one option word.
+        let mut d6 = d.clone();
+        d6[0] = 0x46;
+        assert_eq!(strip_ipv4_header(&d6).map(|(_, o)| o), Some(24));
+    }
+
+    #[test]
+    fn rejects_short_or_non_ipv4_headers() {
+        assert_eq!(strip_ipv4_header(&[]), None);
+        assert_eq!(strip_ipv4_header(&[0x45, 0, 0]), None);
+        assert_eq!(strip_ipv4_header(&[0x60; 40]), None);
+        let mut d = vec![0x44; 20];
+        d[0] = 0x44; // IHL 4 is below the minimum of 5
+        assert_eq!(strip_ipv4_header(&d), None);
+    }
+
+    #[test]
+    fn finds_addresses_in_ip_output() {
+        let text = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
+                    3: lan0    inet 10.1.0.1/24 scope global lan0\\       valid_lft forever\n\
+                    3: lan0    inet6 fe80::1/64 scope link \\       valid_lft forever\n";
+        let addrs: Vec<IpAddr> = host_addresses(text).collect();
+        assert_eq!(
+            addrs,
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([10, 1, 0, 1]),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+    }
+}

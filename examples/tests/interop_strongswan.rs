@@ -1,0 +1,344 @@
+//! End to end: `ipsec-gateway` against a real strongSwan (charon with kernel-libipsec), in
+//! network namespaces built by `scripts/lab.sh`:
+//!
+//! ```text
+//! hl 10.1.0.10 -- [ours: ipsec-gateway] 192.0.2.1 == 192.0.2.2 [sw: charon] -- 10.2.0.10 hr
+//! ```
+//!
+//! IKEv1 Main Mode with a PSK, AES-128/SHA1/MODP-2048, Quick Mode with PFS group 14; charon's
+//! libipsec forces NAT-T, so IKE floats to UDP 4500 and ESP travels in UDP. Each case checks
+//! a ping both ways between the hosts, what strongSwan reports about the SAs, our `status`,
+//! and that SIGTERM makes the gateway delete its SAs and exit cleanly.
+//!
+//! Needs root, `ip netns`, strongSwan and ping (`scripts/install-deps.sh`), so the cases are
+//! ignored by a plain `cargo test`; `scripts/test.sh` runs them.
+
+#[cfg(test)]
+mod lab {
+    use std::collections::HashMap;
+    use std::fs::File;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    const GATEWAY: &str = env!("CARGO_BIN_EXE_ipsec-gateway");
+    const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
+
+    /// Who starts the negotiation.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Initiator {
+        Gateway,
+        StrongSwan,
+    }
+
+    /// A running lab; dropping it stops the gateway and tears the lab down, and prints
+    /// the logs' tails if the test is failing.
+    pub(crate) struct Lab {
+        vars: HashMap<String, String>,
+        gateway: Option<Child>,
+    }
+
+    fn run(cmd: &mut Command) -> Output {
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    fn tail(path: &Path, lines: usize) -> String {
+        let all = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})\n"));
+        let v: Vec<&str> = all.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    impl Lab {
+        /// Builds the topology and starts charon (scripts/lab.sh up).
+        pub(crate) fn up(case: &str) -> Self {
+            let uid = run(Command::new("id").arg("-u"));
+            assert_eq!(
+                text(&uid.stdout).trim(),
+                "0",
+                "the interop tests need root (network namespaces, TUN, ports 500/4500)"
+            );
+            let prefix = format!("ipgwt{}{case}", std::process::id());
+            let out = run(Command::new(LAB_SH).arg("up").env("LAB_PREFIX", &prefix));
+            assert!(
+                out.status.success(),
+                "scripts/lab.sh up failed:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+            let vars = text(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            Self {
+                vars,
+                gateway: None,
+            }
+        }
+
+        pub(crate) fn var(&self, name: &str) -> &str {
+            self.vars
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or_else(|| panic!("lab.sh up did not print {name}"))
+        }
+
+        fn dir(&self) -> PathBuf {
+            PathBuf::from(self.var("LAB_DIR"))
+        }
+
+        pub(crate) fn gateway_log(&self) -> PathBuf {
+            self.dir().join("gateway.log")
+        }
+
+        pub(crate) fn control_socket(&self) -> PathBuf {
+            self.dir().join("ipsec-gateway.sock")
+        }
+
+        /// Writes the gateway config (scripts/lab.sh gateway-config) and starts the gateway
+        /// in the "ours" namespace, logging at debug into the lab directory.
+        pub(crate) fn start_gateway(&mut self, initiate: &str) {
+            let config = self.dir().join("gateway.toml");
+            let out =
+                run(Command::new(LAB_SH).args(["gateway-config", self.var("LAB_DIR"), initiate]));
+            assert!(
+                out.status.success(),
+                "gateway-config: {}",
+                text(&out.stderr)
+            );
+            std::fs::write(&config, &out.stdout).unwrap();
+
+            let check = run(Command::new(GATEWAY).arg("check").arg(&config));
+            assert!(check.status.success(), "check: {}", text(&check.stderr));
+
+            let log = File::create(self.gateway_log()).unwrap();
+            let log2 = log.try_clone().unwrap();
+            // `ip netns exec` execs the gateway, so the child's PID is the gateway's.
+            let child = Command::new("ip")
+                .args(["netns", "exec", self.var("NS_OURS"), GATEWAY, "run"])
+                .arg(&config)
+                .env("RUST_LOG", "debug")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .unwrap();
+            self.gateway = Some(child);
+        }
+
+        /// Waits (bounded) until `cond` holds, checking every 100 ms; false on timeout.
+        pub(crate) fn wait_for(&self, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+            let start = Instant::now();
+            while start.elapsed() < limit {
+                if cond() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        }
+
+        pub(crate) fn swanctl(&self, args: &[&str]) -> Output {
+            run(Command::new(LAB_SH)
+                .args(["swanctl", self.var("LAB_DIR")])
+                .args(args))
+        }
+
+        pub(crate) fn list_sas(&self) -> String {
+            text(&self.swanctl(&["--list-sas"]).stdout)
+        }
+
+        pub(crate) fn in_ns(&self, ns_var: &str, args: &[&str]) -> Output {
+            run(Command::new("ip")
+                .args(["netns", "exec", self.var(ns_var)])
+                .args(args))
+        }
+
+        pub(crate) fn status(&self) -> Output {
+            run(Command::new(GATEWAY)
+                .args(["status", "--socket"])
+                .arg(self.control_socket()))
+        }
+
+        /// SIGTERM to the gateway; returns its exit status if it stops within `limit`.
+        pub(crate) fn stop_gateway(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+            let child = self.gateway.as_mut()?;
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < limit {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.gateway = None;
+                    return Some(status);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        }
+    }
+
+    impl Drop for Lab {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!(
+                    "---- gateway log (tail) ----\n{}\n---- charon log (tail) ----\n{}\n----",
+                    tail(&self.gateway_log(), 60),
+                    tail(Path::new(self.var("CHARON_LOG")), 60)
+                );
+            }
+            if let Some(mut child) = self.gateway.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(3) {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = Command::new(LAB_SH)
+                .args(["down", self.var("LAB_DIR")])
+                .status();
+        }
+    }
+
+    /// Counters from `status`: the numbers after "in" and "out" on the packets line.
+    pub(crate) fn packet_counts(status: &str) -> Option<(u64, u64)> {
+        let line = status
+            .lines()
+            .find(|l| l.contains(" packets ") && l.trim_start().starts_with("in "))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let inbound = words.get(1)?.parse().ok()?;
+        let pos = words.iter().position(|w| *w == "out")?;
+        let outbound = words.get(pos + 1)?.parse().ok()?;
+        Some((inbound, outbound))
+    }
+
+    /// The whole scenario for one initiator.
+    pub(crate) fn scenario(initiator: Initiator) {
+        let case = match initiator {
+            Initiator::Gateway => "g",
+            Initiator::StrongSwan => "s",
+        };
+        let mut lab = Lab::up(case);
+        lab.start_gateway(match initiator {
+            Initiator::Gateway => "start",
+            Initiator::StrongSwan => "wait",
+        });
+
+        // The gateway is ready when its control socket answers.
+        let ready = lab.wait_for(Duration::from_secs(10), || lab.status().status.success());
+        assert!(ready, "the gateway did not come up within 10 s");
+
+        if initiator == Initiator::StrongSwan {
+            let out = lab.swanctl(&[
+                "--initiate",
+                "--ike",
+                "lab",
+                "--child",
+                "net",
+                "--timeout",
+                "20",
+            ]);
+            assert!(
+                out.status.success(),
+                "swanctl --initiate failed:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        let up = lab.wait_for(Duration::from_secs(20), || {
+            lab.list_sas().contains("INSTALLED")
+        });
+        assert!(
+            up,
+            "no CHILD_SA installed on strongSwan within 20 s:\n{}",
+            lab.list_sas()
+        );
+
+        // Host behind us to host behind strongSwan, through the tunnel.
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "3", "-W", "2", "10.2.0.10"]);
+        assert!(
+            ping.status.success(),
+            "ping hl -> hr failed:\n{}",
+            text(&ping.stdout)
+        );
+
+        // strongSwan's view of the SAs.
+        let sas = lab.list_sas();
+        assert!(sas.contains("lab: #"), "{sas}");
+        assert!(sas.contains("ESTABLISHED, IKEv1"), "{sas}");
+        assert!(sas.contains("INSTALLED, TUNNEL-in-UDP"), "{sas}");
+        assert!(
+            sas.contains("ESP:AES_CBC-128/HMAC_SHA1_96/MODP_2048"),
+            "{sas}"
+        );
+        assert!(
+            sas.contains("AES_CBC-128/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_2048"),
+            "{sas}"
+        );
+        assert!(
+            sas.contains("local  10.2.0.0/24") && sas.contains("remote 10.1.0.0/24"),
+            "{sas}"
+        );
+
+        // And back: host behind strongSwan to host behind us.
+        let ping = lab.in_ns("NS_HR", &["ping", "-c", "3", "-W", "2", "10.1.0.10"]);
+        assert!(
+            ping.status.success(),
+            "ping hr -> hl failed:\n{}",
+            text(&ping.stdout)
+        );
+
+        // Our own view: tunnel up, ESP in UDP, and every ping counted both ways.
+        let status = lab.status();
+        assert!(status.status.success());
+        let status = text(&status.stdout);
+        assert!(status.contains("tunnel lab: up"), "{status}");
+        assert!(status.contains("nat-t yes"), "{status}");
+        assert!(
+            status.contains("UdpTunnel, 10.1.0.0/24 <-> 10.2.0.0/24"),
+            "{status}"
+        );
+        let (inbound, outbound) = packet_counts(&status)
+            .unwrap_or_else(|| panic!("no packet counters in status:\n{status}"));
+        assert!(inbound >= 6 && outbound >= 6, "{status}");
+
+        // SIGTERM: Delete for every SA, then a clean exit; strongSwan forgets the SAs.
+        let exit = lab.stop_gateway(Duration::from_secs(5));
+        assert!(
+            exit.is_some_and(|s| s.success()),
+            "the gateway did not exit cleanly within 5 s after SIGTERM: {exit:?}"
+        );
+        let gone = lab.wait_for(Duration::from_secs(5), || {
+            !lab.list_sas().contains("lab: #")
+        });
+        assert!(
+            gone,
+            "strongSwan still lists the SAs after our Delete:\n{}",
+            lab.list_sas()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn gateway_initiates_to_strongswan_and_hosts_ping_both_ways() {
+    lab::scenario(lab::Initiator::Gateway);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn strongswan_initiates_to_gateway_and_hosts_ping_both_ways() {
+    lab::scenario(lab::Initiator::StrongSwan);
+}
