@@ -318,9 +318,14 @@ impl IkeSa {
 
     /// The single place phase-1 state changes, traced.
     fn set_state(&mut self, next: Phase1State) {
-        if self.state.name() != next.name() {
+        self.set_state_from(self.state.name(), next);
+    }
+
+    /// [`Self::set_state`] for a transition that took the old state out by value.
+    fn set_state_from(&mut self, from: &'static str, next: Phase1State) {
+        if from != next.name() {
             info!(tunnel = %self.tunnel, role = ?self.role, cky_i = %super::hex8(&self.cky_i),
-                from = self.state.name(), to = next.name(), "ISAKMP SA state");
+                from, to = next.name(), "ISAKMP SA state");
         }
         self.state = next;
     }
@@ -1104,6 +1109,7 @@ impl IkeSa {
             return;
         }
 
+        let from = self.state.name();
         let state = std::mem::replace(&mut self.state, Phase1State::Closed);
         let result = match state {
             Phase1State::ExpectMm2(s) => self
@@ -1134,7 +1140,7 @@ impl IkeSa {
                     self.timers.stop(Timer::Phase1Retransmit);
                 }
                 let established = matches!(next, Phase1State::Established(_));
-                self.set_state(next);
+                self.set_state_from(from, next);
                 if established {
                     self.on_established(cx, config);
                 }

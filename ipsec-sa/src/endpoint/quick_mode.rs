@@ -106,9 +106,14 @@ impl QuickMode {
 
     /// The single place a Quick Mode's state changes, traced.
     fn set_state(&mut self, next: QmState) {
+        self.set_state_from(self.state.name(), next);
+    }
+
+    /// [`Self::set_state`] for a transition that took the old state out by value.
+    fn set_state_from(&mut self, from: &'static str, next: QmState) {
         debug!(
             message_id = format_args!("{:08x}", self.message_id),
-            from = self.state.name(),
+            from,
             to = next.name(),
             "Quick Mode state"
         );
@@ -276,6 +281,7 @@ impl IkeSa {
             return;
         }
 
+        let from = qm.state.name();
         let state = std::mem::replace(&mut qm.state, QmState::Failed);
         let result = match state {
             QmState::ExpectQm2(s) => self
@@ -298,7 +304,7 @@ impl IkeSa {
                 qm.last_in = Some(datagram.to_vec());
                 qm.last_out = answer;
                 qm.retransmission = None;
-                qm.set_state(next);
+                qm.set_state_from(from, next);
                 self.timers.stop(Timer::QuickModeRetransmit(m));
                 self.timers.set(Timer::QuickModeLinger(m), linger);
                 if let Some(keys) = &mut self.keys {
