@@ -674,3 +674,123 @@ fn quick_mode_timeout_is_reported() {
     );
     let _ = FailureReason::NoSpiAvailable;
 }
+
+fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| f(e)).count()
+}
+
+#[test]
+fn child_sa_is_rekeyed_before_expiry_and_the_old_pair_deleted() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.phase2.lifetime = Duration::from_secs(100);
+    r.phase2.lifetime = Duration::from_secs(100);
+    let mut net = Net::new(l, r, 14);
+    net.initiate();
+    net.run_for(Duration::from_secs(150));
+
+    // The initiator replaces the pair at 90 s; both sides drop the first one at 100 s.
+    let l_pairs = children(&net.left.events);
+    let r_pairs = children(&net.right.events);
+    assert_eq!((l_pairs.len(), r_pairs.len()), (2, 2));
+    assert_mirrored(l_pairs[1], r_pairs[1]);
+    let deleted: Vec<u32> = net
+        .left
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![l_pairs[0].inbound.spi]);
+    assert_eq!(
+        count(&net.right.events, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        )),
+        1
+    );
+    assert_eq!(
+        net.left.ep.tunnel_state(net.left.tunnel),
+        TunnelState::Phase1Up {
+            child_sas: 1,
+            quick_modes_in_progress: 0
+        }
+    );
+}
+
+#[test]
+fn phase1_is_renewed_before_expiry_and_esp_sas_survive() {
+    let (mut l, r) = tunnels("k", "k");
+    l.phase1.lifetime = Duration::from_secs(200);
+    let mut net = Net::new(l, r, 15);
+    net.initiate();
+    net.run_for(Duration::from_secs(250));
+
+    let up = |e: &Event| matches!(e, Event::Phase1Established { .. });
+    let down = |e: &Event| matches!(e, Event::Phase1Deleted { .. });
+    assert_eq!(count(&net.left.events, up), 2);
+    assert_eq!(count(&net.left.events, down), 1);
+    assert_eq!(count(&net.right.events, up), 2);
+    assert_eq!(count(&net.right.events, down), 1);
+    // The ESP pair made under the first ISAKMP SA is still there.
+    assert_eq!(children(&net.left.events).len(), 1);
+    assert_eq!(
+        count(&net.left.events, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        )),
+        0
+    );
+    assert_eq!(
+        net.left.ep.tunnel_state(net.left.tunnel),
+        TunnelState::Phase1Up {
+            child_sas: 1,
+            quick_modes_in_progress: 0
+        }
+    );
+}
+
+#[test]
+fn initial_contact_from_a_restarted_peer_drops_stale_sas() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l.clone(), r, 16);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (_, old_right) = established(&net);
+
+    // The left gateway restarts: new endpoint, same tunnel, INITIAL-CONTACT in MM5.
+    let mut fresh = Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(ChaCha20Rng::seed_from_u64(77)),
+    );
+    net.left.tunnel = fresh.add_tunnel(l).unwrap();
+    net.left.ep = fresh;
+    net.left.events.clear();
+    net.initiate();
+    net.run_for(Duration::from_secs(10));
+
+    let deleted: Vec<u32> = net
+        .right
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![old_right.inbound.spi]);
+    assert_eq!(
+        count(&net.right.events, |e| matches!(
+            e,
+            Event::Phase1Deleted { .. }
+        )),
+        1
+    );
+    assert_eq!(children(&net.right.events).len(), 2);
+    assert_eq!(children(&net.left.events).len(), 1);
+    assert_mirrored(
+        children(&net.left.events)[0],
+        children(&net.right.events)[1],
+    );
+}

@@ -212,6 +212,33 @@ struct Dpd {
     last_seen: Option<Instant>,
 }
 
+/// An established ESP SA pair, as its ISAKMP SA remembers it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ChildRecord {
+    /// The SPI we receive on.
+    pub(super) inbound: u32,
+    /// The SPI we send with.
+    pub(super) outbound: u32,
+    /// Our side's selector.
+    pub(super) local_ts: crate::selector::TrafficSelector,
+    /// The peer's side's selector.
+    pub(super) remote_ts: crate::selector::TrafficSelector,
+}
+
+/// Something only the endpoint can do, asked for by an SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SaAction {
+    /// Start Main Mode for the tunnel (rekeying, or renewing an ESP SA after phase 1
+    /// ended), then Quick Mode if `with_child`.
+    Initiate {
+        /// Negotiate an ESP SA pair once phase 1 is up.
+        with_child: bool,
+    },
+    /// The peer sent INITIAL-CONTACT: every other SA of the tunnel is stale (RFC 2407
+    /// section 4.6.3.3).
+    InitialContact,
+}
+
 /// One ISAKMP SA and its exchanges.
 pub(super) struct IkeSa {
     pub(super) tunnel: TunnelId,
@@ -236,8 +263,10 @@ pub(super) struct IkeSa {
     last_in: Option<Vec<u8>>,
     last_out: Option<Transmit>,
     pub(super) quick_modes: Vec<QuickMode>,
-    /// Established ESP SA pairs: (inbound SPI, outbound SPI).
-    pub(super) children: Vec<(u32, u32)>,
+    /// Established ESP SA pairs.
+    pub(super) children: Vec<ChildRecord>,
+    /// Requests for the endpoint, drained after every input.
+    pub(super) actions: Vec<SaAction>,
     /// Quick Modes to start once phase 1 is up.
     pending_children: u32,
     dpd: Dpd,
@@ -268,6 +297,7 @@ impl IkeSa {
             last_out: None,
             quick_modes: Vec::new(),
             children: Vec::new(),
+            actions: Vec::new(),
             pending_children: 0,
             dpd: Dpd::default(),
             failure: None,
@@ -312,8 +342,7 @@ impl IkeSa {
 
     /// Closed and past its linger deadline.
     pub(super) fn is_gone(&self) -> bool {
-        matches!(self.state, Phase1State::Closed)
-            && self.timers.get(Timer::Phase1Deadline).is_none()
+        matches!(self.state, Phase1State::Closed) && self.timers.next().is_none()
     }
 
     /// The single place phase-1 state changes, traced.
@@ -432,7 +461,7 @@ impl IkeSa {
         }
         self.quick_modes.clear();
         self.retransmission = None;
-        self.timers = TimerTable::default();
+        self.timers.keep_only_child_expiry();
         self.timers
             .set(Timer::Phase1Deadline, cx.now + Duration::from_secs(10));
         self.set_state(Phase1State::Closed);
@@ -442,7 +471,12 @@ impl IkeSa {
     // Phase 1, initiator
 
     /// Starts Main Mode: MM1 = HDR, SA, VID... (RFC 2409 section 5, RFC 3947 section 3.1).
-    pub(super) fn initiate(cx: &mut Cx<'_>, tunnel: TunnelId, config: &TunnelConfig) -> Self {
+    pub(super) fn initiate(
+        cx: &mut Cx<'_>,
+        tunnel: TunnelId,
+        config: &TunnelConfig,
+        children: u32,
+    ) -> Self {
         let mut sa = Self::new(
             tunnel,
             Role::Initiator,
@@ -450,7 +484,7 @@ impl IkeSa {
             config.remote_addr,
         );
         sa.cky_i = nonzero_cookie(cx);
-        sa.pending_children = 1;
+        sa.pending_children = children;
 
         let offer = proposal::phase1_offer(&config.phase1.proposals, config.phase1.lifetime);
         let sa_payload = Payload::Sa(offer);
@@ -985,6 +1019,7 @@ impl IkeSa {
             .any(|n| n.notify_type.0 == notify::INITIAL_CONTACT)
         {
             debug!(tunnel = %self.tunnel, "peer sent INITIAL-CONTACT");
+            self.actions.push(SaAction::InitialContact);
         }
 
         // The peer floated (RFC 3947 section 4): answer where MM5 came from.
@@ -1170,6 +1205,10 @@ impl IkeSa {
             .min(config.phase1.lifetime);
         self.timers.stop(Timer::Phase1Deadline);
         self.timers.set(Timer::Phase1Expire, cx.now + lifetime);
+        if self.role == Role::Initiator {
+            self.timers
+                .set(Timer::Phase1Rekey, cx.now + lifetime.mul_f64(0.9));
+        }
         self.dpd.last_seen = Some(cx.now);
         self.seed_dpd(cx);
         if let Some(dpd) = config.dpd {
@@ -1341,20 +1380,13 @@ impl IkeSa {
                     let Some(pos) = self
                         .children
                         .iter()
-                        .position(|(i, o)| *o == spi || *i == spi)
+                        .position(|c| c.outbound == spi || c.inbound == spi)
                     else {
                         debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"), "Delete for an unknown SPI");
                         continue;
                     };
-                    let (inbound_spi, outbound_spi) = self.children.remove(pos);
-                    cx.spis.release(inbound_spi);
-                    info!(tunnel = %self.tunnel, inbound = format_args!("{inbound_spi:08x}"),
-                        outbound = format_args!("{outbound_spi:08x}"), "peer deleted ESP SA pair");
-                    cx.event(Event::ChildSaDeleted {
-                        tunnel: self.tunnel,
-                        inbound_spi,
-                        outbound_spi,
-                    });
+                    info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"), "peer deleted an ESP SA pair");
+                    self.drop_child(cx, pos, false);
                 }
             }
             p => {
@@ -1363,23 +1395,74 @@ impl IkeSa {
         }
     }
 
+    /// Forgets the ESP SA pair at `pos` and reports it; with `send_delete`, tells the peer
+    /// with a Delete naming our inbound SPI (RFC 2408 section 3.15).
+    fn drop_child(&mut self, cx: &mut Cx<'_>, pos: usize, send_delete: bool) {
+        if pos >= self.children.len() {
+            return;
+        }
+        let c = self.children.remove(pos);
+        if send_delete && self.is_established() {
+            let d = DeletePayload {
+                doi: DOI_IPSEC,
+                protocol_id: ProtocolId(PROTO_ESP),
+                spi_size: 4,
+                spis: vec![c.inbound.to_be_bytes().to_vec()],
+            };
+            self.send_informational(cx, &[Payload::Delete(d)]);
+        }
+        self.timers.stop(Timer::ChildRekey(c.inbound));
+        self.timers.stop(Timer::ChildExpire(c.inbound));
+        cx.spis.release(c.inbound);
+        cx.event(Event::ChildSaDeleted {
+            tunnel: self.tunnel,
+            inbound_spi: c.inbound,
+            outbound_spi: c.outbound,
+        });
+    }
+
+    /// The ISAKMP SA's lifetime ended: tell the peer and stop, leaving the ESP SAs to
+    /// their own lifetimes (RFC 2409 section 5.5 keeps them independent).
+    fn expire_phase1(&mut self, cx: &mut Cx<'_>) {
+        info!(tunnel = %self.tunnel, children = self.children.len(), "ISAKMP SA lifetime ended");
+        if self.is_established() {
+            let mut spi = self.cky_i.to_vec();
+            spi.extend_from_slice(&self.cky_r);
+            let d = DeletePayload {
+                doi: DOI_IPSEC,
+                protocol_id: ProtocolId(PROTO_ISAKMP),
+                spi_size: 16,
+                spis: vec![spi],
+            };
+            self.send_informational(cx, &[Payload::Delete(d)]);
+            cx.event(Event::Phase1Deleted {
+                tunnel: self.tunnel,
+            });
+        }
+        self.close(cx);
+    }
+
+    /// The peer restarted (INITIAL-CONTACT on a newer SA): forget this SA and its ESP SAs
+    /// without telling the peer, which no longer knows them.
+    pub(super) fn forget_stale(&mut self, cx: &mut Cx<'_>) {
+        info!(tunnel = %self.tunnel, children = self.children.len(),
+            "peer sent INITIAL-CONTACT on a new SA: dropping this older one");
+        while !self.children.is_empty() {
+            self.drop_child(cx, 0, false);
+        }
+        if self.is_established() {
+            cx.event(Event::Phase1Deleted {
+                tunnel: self.tunnel,
+            });
+        }
+        self.close(cx);
+    }
+
     /// Deletes every ESP SA and then the ISAKMP SA (RFC 2408 section 3.15).
     pub(super) fn delete(&mut self, cx: &mut Cx<'_>) {
         if self.is_established() {
-            for (inbound, outbound) in std::mem::take(&mut self.children) {
-                let d = DeletePayload {
-                    doi: DOI_IPSEC,
-                    protocol_id: ProtocolId(PROTO_ESP),
-                    spi_size: 4,
-                    spis: vec![inbound.to_be_bytes().to_vec()],
-                };
-                self.send_informational(cx, &[Payload::Delete(d)]);
-                cx.spis.release(inbound);
-                cx.event(Event::ChildSaDeleted {
-                    tunnel: self.tunnel,
-                    inbound_spi: inbound,
-                    outbound_spi: outbound,
-                });
+            while !self.children.is_empty() {
+                self.drop_child(cx, 0, true);
             }
             let mut spi = self.cky_i.to_vec();
             spi.extend_from_slice(&self.cky_r);
@@ -1419,9 +1502,27 @@ impl IkeSa {
                 Timer::QuickModeRetransmit(m) => self.retransmit_quick_mode(cx, m),
                 Timer::QuickModeLinger(m) => self.forget_quick_mode(m),
                 Timer::Dpd => self.dpd_timer(cx, config),
-                Timer::Phase1Expire => {
-                    info!(tunnel = %self.tunnel, "ISAKMP SA lifetime ended");
-                    self.delete(cx);
+                Timer::Phase1Expire => self.expire_phase1(cx),
+                Timer::Phase1Rekey => {
+                    info!(tunnel = %self.tunnel, "ISAKMP SA nears its lifetime: starting a new Main Mode");
+                    self.actions.push(SaAction::Initiate { with_child: false });
+                }
+                Timer::ChildRekey(spi) => {
+                    if self.owns_inbound_spi(spi) {
+                        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+                            "ESP SA pair nears its lifetime: negotiating a replacement");
+                        if self.is_established() {
+                            self.start_quick_mode(cx, config);
+                        } else {
+                            self.actions.push(SaAction::Initiate { with_child: true });
+                        }
+                    }
+                }
+                Timer::ChildExpire(spi) => {
+                    if let Some(pos) = self.children.iter().position(|c| c.inbound == spi) {
+                        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"), "ESP SA pair expired");
+                        self.drop_child(cx, pos, true);
+                    }
                 }
             }
         }
@@ -1459,13 +1560,8 @@ impl IkeSa {
                 cx.event(Event::PeerDead {
                     tunnel: self.tunnel,
                 });
-                for (inbound, outbound) in std::mem::take(&mut self.children) {
-                    cx.spis.release(inbound);
-                    cx.event(Event::ChildSaDeleted {
-                        tunnel: self.tunnel,
-                        inbound_spi: inbound,
-                        outbound_spi: outbound,
-                    });
+                while !self.children.is_empty() {
+                    self.drop_child(cx, 0, false);
                 }
                 cx.event(Event::Phase1Deleted {
                     tunnel: self.tunnel,
@@ -1493,7 +1589,7 @@ impl IkeSa {
     }
 
     pub(super) fn owns_inbound_spi(&self, spi: u32) -> bool {
-        self.children.iter().any(|(i, _)| *i == spi)
+        self.children.iter().any(|c| c.inbound == spi)
     }
 
     pub(super) fn traffic_seen(&mut self, now: Instant) {

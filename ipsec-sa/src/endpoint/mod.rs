@@ -53,7 +53,7 @@ pub use config::{
 pub use error::{FailureReason, InitiateError, PeerMisbehaved};
 
 use crate::child::ChildSaPair;
-use ike_sa::IkeSa;
+use ike_sa::{IkeSa, SaAction};
 
 /// Identifies a tunnel added with [`Endpoint::add_tunnel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -302,10 +302,17 @@ impl Endpoint {
     /// Where `tunnel` stands (the most advanced of its ISAKMP SAs).
     pub fn tunnel_state(&self, tunnel: TunnelId) -> TunnelState {
         let mut state = TunnelState::Idle;
+        // ESP SAs outlive the ISAKMP SA that made them (RFC 2409 section 5.5): count all.
+        let child_sas = self
+            .sas
+            .values()
+            .filter(|sa| sa.tunnel == tunnel)
+            .map(|sa| sa.children.len())
+            .sum();
         for sa in self.sas.values().filter(|sa| sa.tunnel == tunnel) {
             if sa.is_established() {
                 return TunnelState::Phase1Up {
-                    child_sas: sa.children.len(),
+                    child_sas,
                     quick_modes_in_progress: sa.quick_modes_in_progress(),
                 };
             }
@@ -354,12 +361,64 @@ impl Endpoint {
             return Ok(());
         }
 
-        let sa = IkeSa::initiate(&mut cx, tunnel, config);
+        let sa = IkeSa::initiate(&mut cx, tunnel, config, 1);
+        self.insert(sa);
+        Ok(())
+    }
+
+    fn insert(&mut self, sa: IkeSa) -> SaId {
         let id = self.next_sa;
         self.next_sa += 1;
         self.by_cookies.insert(sa.cookies(), id);
         self.sas.insert(id, sa);
-        Ok(())
+        id
+    }
+
+    /// Carries out what SAs asked for while handling an input.
+    fn run_actions(&mut self, now: Instant) {
+        let mut todo = Vec::new();
+        for (id, sa) in &mut self.sas {
+            todo.extend(sa.actions.drain(..).map(|a| (*id, sa.tunnel, a)));
+        }
+        for (from, tunnel, action) in todo {
+            let Some(config) = self.tunnels.get(tunnel.0) else {
+                continue;
+            };
+            let mut cx = Cx {
+                now,
+                config: &self.config,
+                rng: &mut *self.rng,
+                spis: &mut self.spis,
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+            };
+            match action {
+                SaAction::Initiate { with_child } => {
+                    // Reuse another ISAKMP SA of the tunnel: an established one, else one
+                    // being negotiated.
+                    let other = self
+                        .sas
+                        .iter_mut()
+                        .filter(|(id, sa)| **id != from && sa.tunnel == tunnel && sa.is_usable())
+                        .max_by_key(|(_, sa)| sa.is_established());
+                    if let Some((_, sa)) = other {
+                        if with_child {
+                            sa.request_child(&mut cx, config);
+                        }
+                        continue;
+                    }
+                    let sa = IkeSa::initiate(&mut cx, tunnel, config, u32::from(with_child));
+                    self.insert(sa);
+                }
+                SaAction::InitialContact => {
+                    for (id, sa) in &mut self.sas {
+                        if *id != from && sa.tunnel == tunnel && sa.is_usable() {
+                            sa.forget_stale(&mut cx);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Handles one ISAKMP message received from `remote` on `local`. On port 4500 the
@@ -416,6 +475,7 @@ impl Endpoint {
                 self.by_cookies.insert(after, id);
             }
         }
+        self.run_actions(now);
         self.sweep();
     }
 
@@ -485,10 +545,7 @@ impl Endpoint {
             msg,
             datagram,
         )?;
-        let id = self.next_sa;
-        self.next_sa += 1;
-        self.by_cookies.insert(sa.cookies(), id);
-        self.sas.insert(id, sa);
+        self.insert(sa);
         None
     }
 
@@ -539,6 +596,7 @@ impl Endpoint {
                 sa.handle_timeout(&mut cx, tunnel);
             }
         }
+        self.run_actions(now);
         self.sweep();
     }
 

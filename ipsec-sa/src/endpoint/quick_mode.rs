@@ -13,6 +13,8 @@
     reason = "a rejected transition hands its state back by value; this happens once per received message, so the move costs nothing that matters"
 )]
 
+use std::time::Duration;
+
 use ipsec_crypto::ikev1;
 use ipsec_crypto::{DhPrivateKey, SecretBytes};
 use ipsec_proto::isakmp::{
@@ -23,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::config::TunnelConfig;
 use super::error::{notify, FailureReason, PeerMisbehaved};
 use super::ident::{selector, selector_payload};
-use super::ike_sa::{Contents, IkeSa, Rejected, Retransmission, NONCE_LEN};
+use super::ike_sa::{ChildRecord, Contents, IkeSa, Rejected, Retransmission, NONCE_LEN};
 use super::message::{self, exchange, HashedChain};
 use super::natt::NATT_PORT;
 use super::proposal::{self, encap, Phase2Choice, PROTO_ESP};
@@ -519,7 +521,7 @@ impl IkeSa {
         );
         let t = self.qm_transmit(bytes);
         cx.transmits.push_back(t.clone());
-        self.report_child(cx, pair);
+        self.report_child(cx, pair, true);
         Ok((QmState::Done, Some(t)))
     }
 
@@ -767,7 +769,7 @@ impl IkeSa {
             }
         }
         keys.commit_iv(m, next_iv);
-        self.report_child(cx, s.pair);
+        self.report_child(cx, s.pair, false);
         Ok((QmState::Done, None))
     }
 
@@ -843,13 +845,37 @@ impl IkeSa {
         }
     }
 
-    fn report_child(&mut self, cx: &mut Cx<'_>, pair: ChildSaPair) {
+    fn report_child(&mut self, cx: &mut Cx<'_>, pair: ChildSaPair, initiated: bool) {
         info!(tunnel = %self.tunnel, inbound_spi = format_args!("{:08x}", pair.inbound.spi),
             outbound_spi = format_args!("{:08x}", pair.outbound.spi), local_ts = %pair.local_ts,
             remote_ts = %pair.remote_ts, encapsulation = ?pair.encapsulation,
             cipher = ?pair.inbound.encryption, integrity = ?pair.inbound.integrity,
             "ESP SA pair established");
-        self.children.push((pair.inbound.spi, pair.outbound.spi));
+        // A newer pair for the same selectors replaces older ones: they no longer need a
+        // replacement of their own.
+        for old in &self.children {
+            if old.local_ts == pair.local_ts && old.remote_ts == pair.remote_ts {
+                self.timers.stop(Timer::ChildRekey(old.inbound));
+            }
+        }
+        // Rekey before the hard lifetime: the Quick Mode initiator at 90 %, the responder
+        // at 95 % so that normally only one side starts the replacement.
+        if let Some(secs) = pair.hard_lifetime.seconds {
+            let life = Duration::from_secs(secs);
+            let fraction = if initiated { 0.90 } else { 0.95 };
+            self.timers.set(
+                Timer::ChildRekey(pair.inbound.spi),
+                cx.now + life.mul_f64(fraction),
+            );
+            self.timers
+                .set(Timer::ChildExpire(pair.inbound.spi), cx.now + life);
+        }
+        self.children.push(ChildRecord {
+            inbound: pair.inbound.spi,
+            outbound: pair.outbound.spi,
+            local_ts: pair.local_ts,
+            remote_ts: pair.remote_ts,
+        });
         cx.event(Event::ChildSaEstablished {
             tunnel: self.tunnel,
             pair,

@@ -20,6 +20,13 @@ pub(crate) enum Timer {
     /// Forget the finished Quick Mode with this message ID (kept until then only to answer
     /// retransmissions, RFC 2409 section 5.5).
     QuickModeLinger(u32),
+    /// Start a Quick Mode to replace the ESP SA pair with this inbound SPI before it
+    /// expires.
+    ChildRekey(u32),
+    /// The ESP SA pair with this inbound SPI reaches its hard lifetime.
+    ChildExpire(u32),
+    /// Start a new Main Mode before this ISAKMP SA expires (initiator only).
+    Phase1Rekey,
     /// Dead peer detection: probe, or declare the peer dead (RFC 3706).
     Dpd,
     /// The ISAKMP SA's lifetime ends.
@@ -44,6 +51,7 @@ impl TimerTable {
     }
 
     /// When `timer` fires, if armed.
+    #[cfg(test)]
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
         self.deadlines.get(&timer).copied()
     }
@@ -51,6 +59,13 @@ impl TimerTable {
     /// The earliest armed deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.deadlines.values().min().copied()
+    }
+
+    /// Disarms every timer but the ESP SA expiries (an ISAKMP SA that ends leaves its
+    /// ESP SAs running until their own lifetime ends, RFC 2409 section 5.5).
+    pub(crate) fn keep_only_child_expiry(&mut self) {
+        self.deadlines
+            .retain(|t, _| matches!(t, Timer::ChildExpire(_)));
     }
 
     /// Disarms and returns every timer due at `now`, in key order.
