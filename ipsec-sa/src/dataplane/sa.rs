@@ -202,7 +202,7 @@ impl OutboundSa {
     /// packet, as CBC needs an unpredictable IV (RFC 3602 section 3). `next_header` is 4
     /// for an IPv4 payload and 41 for IPv6 (tunnel mode).
     ///
-    /// On error the payload bytes and the sequence counter are unchanged (bytes after the
+    /// On error the payload bytes and the sequence counter are unchanged (bytes around the
     /// payload may have been written).
     pub fn seal<R: CryptoRngCore + ?Sized>(
         &mut self,
@@ -224,8 +224,10 @@ impl OutboundSa {
         let Some(start) = payload.start.checked_sub(o.headroom()) else {
             return Err(too_small);
         };
-        let encrypted_end = payload.end + pad_len + Trailer::LEN;
-        let end = encrypted_end + o.icv_len;
+        let Some(end) = payload.end.checked_add(pad_len + Trailer::LEN + o.icv_len) else {
+            return Err(too_small);
+        };
+        let encrypted_end = end - o.icv_len;
         if payload.start > payload.end || end > buf.len() {
             return Err(too_small);
         }

@@ -70,7 +70,8 @@ impl Policy {
     }
 }
 
-/// Names a policy for as long as it is in the SPD; never reused.
+/// Names a policy for as long as it is in the SPD. Ids count up from 0 and are not reused
+/// before 2^32 insertions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyId(pub u32);
 

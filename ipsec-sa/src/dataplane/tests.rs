@@ -1063,3 +1063,24 @@ fn debug_output_holds_no_key_bytes() {
     }
     assert!(text.contains("AesCbc128"));
 }
+
+#[test]
+fn rejects_absurd_payload_ranges_without_panicking() {
+    let k = keys(9, Enc::AesCbc128, Integ::HmacSha1_96, 3);
+    let mut sa = OutboundSa::new(&k).unwrap();
+    let mut buf = vec![0u8; 64];
+    let mut rng = ChaCha20Rng::seed_from_u64(0);
+    for range in [
+        usize::MAX - 3..usize::MAX,
+        40..30,
+        30..usize::MAX,
+        0..10,
+        30..60,
+    ] {
+        assert_eq!(
+            sa.seal(&mut buf, range, 4, &mut rng).unwrap_err().reason(),
+            DropReason::BufferTooSmall
+        );
+    }
+    assert_eq!(sa.last_sequence(), 0);
+}
