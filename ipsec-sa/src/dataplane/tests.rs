@@ -1084,3 +1084,45 @@ fn rejects_absurd_payload_ranges_without_panicking() {
     }
     assert_eq!(sa.last_sequence(), 0);
 }
+
+#[test]
+fn ipv6_packets_are_never_fragmented_so_too_big_is_reported() {
+    let (ours, _) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        0x100,
+        0x200,
+        cidr("fd00:1::/64"),
+        cidr("fd00:2::/64"),
+    );
+    let mut dp = DataPlane::new(DataPlaneConfig::default());
+    dp.add_policy(protect("fd00:1::/64", "fd00:2::/64"));
+    dp.install(&ours).unwrap();
+    assert!(dp.set_path_mtu(0x100, Some(1280)));
+
+    // Outer IPv4 + UDP: 1280 - 28 = 1252 for ESP; - 36 = 1216 = 76 blocks; - 2 = 1214.
+    let src: Ipv6Addr = "fd00:1::5".parse().unwrap();
+    let dst: Ipv6Addr = "fd00:2::9".parse().unwrap();
+    let inner = ipv6(src, dst, 17, &[0u8; 1215 - 40]);
+    let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
+    buf[MAX_HEADROOM..MAX_HEADROOM + inner.len()].copy_from_slice(&inner);
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    assert_eq!(
+        dp.encapsulate(&mut buf, MAX_HEADROOM..MAX_HEADROOM + inner.len(), &mut rng),
+        Err(DropError::PacketTooBig {
+            spi: 0x200,
+            inner_len: 1215,
+            inner_mtu: 1214,
+            path_mtu: 1280
+        })
+    );
+    let fits = &inner[..1214];
+    let mut fits = fits.to_vec();
+    fits[4..6].copy_from_slice(&(1214u16 - 40).to_be_bytes());
+    buf[MAX_HEADROOM..MAX_HEADROOM + fits.len()].copy_from_slice(&fits);
+    let out = dp.encapsulate(&mut buf, MAX_HEADROOM..MAX_HEADROOM + fits.len(), &mut rng);
+    let Ok(Outbound::Protected(t)) = out else {
+        panic!("expected protection, got {out:?}")
+    };
+    assert_eq!(t.packet.len(), 1252);
+}
