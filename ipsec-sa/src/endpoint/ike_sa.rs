@@ -32,6 +32,9 @@ use super::quick_mode::QuickMode;
 use super::timer::{Timer, TimerTable};
 use super::{Cx, Event, Transmit, TunnelId};
 
+/// How often we refresh our NAT mapping; RFC 3948 section 4 suggests 20 seconds.
+const NAT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
 /// Length of the nonces we send (RFC 2409 section 5 asks for 8 to 256 bytes).
 pub(super) const NONCE_LEN: usize = 32;
 
@@ -1214,6 +1217,10 @@ impl IkeSa {
         if let Some(dpd) = config.dpd {
             self.timers.set(Timer::Dpd, cx.now + dpd.delay);
         }
+        if self.floated && self.nat.local_behind_nat {
+            self.timers
+                .set(Timer::NatKeepalive, cx.now + NAT_KEEPALIVE_INTERVAL);
+        }
         info!(tunnel = %self.tunnel, local = %self.local, remote = %self.remote,
             nat = self.nat.any(), lifetime_s = lifetime.as_secs(), "phase 1 established");
         cx.event(Event::Phase1Established {
@@ -1502,6 +1509,19 @@ impl IkeSa {
                 Timer::QuickModeRetransmit(m) => self.retransmit_quick_mode(cx, m),
                 Timer::QuickModeLinger(m) => self.forget_quick_mode(m),
                 Timer::Dpd => self.dpd_timer(cx, config),
+                Timer::NatKeepalive => {
+                    if self.is_established() {
+                        trace!(tunnel = %self.tunnel, "sending NAT-keepalive");
+                        cx.transmits.push_back(Transmit {
+                            local: self.local,
+                            remote: self.remote,
+                            payload: vec![0xff],
+                            non_esp_marker: false,
+                        });
+                        self.timers
+                            .set(Timer::NatKeepalive, cx.now + NAT_KEEPALIVE_INTERVAL);
+                    }
+                }
                 Timer::Phase1Expire => self.expire_phase1(cx),
                 Timer::Phase1Rekey => {
                     info!(tunnel = %self.tunnel, "ISAKMP SA nears its lifetime: starting a new Main Mode");

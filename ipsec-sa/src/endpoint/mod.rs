@@ -73,7 +73,8 @@ pub struct Transmit {
     pub local: SocketAddr,
     /// Destination address and port.
     pub remote: SocketAddr,
-    /// The ISAKMP message.
+    /// The ISAKMP message, or the single byte 0xff of a NAT-keepalive (RFC 3948 section
+    /// 2.3, sent on port 4500 without the marker when we are behind a NAT).
     pub payload: Vec<u8>,
     /// Prepend the four zero bytes of the non-ESP marker (RFC 3948 section 2.2): set for
     /// every ISAKMP message on port 4500.

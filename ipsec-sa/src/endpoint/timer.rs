@@ -29,6 +29,8 @@ pub(crate) enum Timer {
     Phase1Rekey,
     /// Dead peer detection: probe, or declare the peer dead (RFC 3706).
     Dpd,
+    /// Send a NAT-keepalive to hold our NAT mapping open (RFC 3948 section 2.3).
+    NatKeepalive,
     /// The ISAKMP SA's lifetime ends.
     Phase1Expire,
 }
