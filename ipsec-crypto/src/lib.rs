@@ -22,13 +22,17 @@
 //! The exponentiation with the private value uses `crypto-bigint` 0.5's Montgomery
 //! exponentiation (`DynResidue::pow_bounded_exp`) over a fixed number of exponent bits, so
 //! its running time depends on the group, not on the secret. We measured it against the
-//! variable-time `num-bigint` 0.4 `modpow` (throwaway program, release build, rustc 1.95,
-//! 2-core AMD EPYC VM under load from parallel builds; 400 random 256-bit exponents with the
-//! top bit set, random bases, group 14): crypto-bigint 2.3-3.0 ms per exponentiation,
-//! num-bigint 2.6-3.3 ms, a ratio of 0.86-0.96. The constant-time path is no slower, well
-//! inside the 1.2x budget, so it is the only one; `num-bigint` is not a dependency. A full
-//! [`DhPrivateKey::generate`] plus [`DhPrivateKey::shared_secret`] in group 14 (two
-//! exponentiations with our 320-bit exponent) took 7.8-9.3 ms on the same machine.
+//! variable-time `num-bigint` 0.4 `modpow` with a throwaway program (release build, rustc
+//! 1.95, 2-core AMD EPYC VM; group 14, 2000 random bases and 256-bit exponents with the top
+//! bit set, the two libraries interleaved operation by operation and timed in thread CPU
+//! time because parallel builds loaded the machine; results checked equal): crypto-bigint
+//! 0.78 ms per exponentiation, num-bigint 0.91 ms, a ratio of 0.85-0.86 over three runs.
+//! Wall-clock runs under load scattered between 0.77 and 1.30. The constant-time path is
+//! not slower, so it is the only one (the budget was 1.2x) and `num-bigint` is not a
+//! dependency. A whole [`DhPrivateKey::generate`] plus [`DhPrivateKey::shared_secret`] in
+//! group 14 (two exponentiations with our 320-bit exponent) takes 1.9 ms of CPU; the
+//! Montgomery constants of each group (0.6-0.9 ms for group 14) are computed once per
+//! process and cached.
 //!
 //! Private exponents, per RFC 3526 section 8 ("double the entropy of the strength") and
 //! SP 800-56A (at least twice the security strength): for the safe-prime groups we take the

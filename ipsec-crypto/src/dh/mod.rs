@@ -9,6 +9,7 @@
 mod groups;
 
 use core::fmt;
+use std::sync::OnceLock;
 
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Limb, Uint, Word, U1024, U1536, U2048, U3072, U4096, U6144, U768, U8192};
@@ -28,79 +29,123 @@ struct Params<const L: usize> {
     /// For RFC 5114 groups, the prime order of the subgroup `g` generates and its bit
     /// length. The RFC 2409/3526 groups use safe primes and need no subgroup check.
     q: Option<(Uint<L>, usize)>,
+    /// Montgomery constants for `p`, computed once per process (about 0.9 ms for group 14
+    /// in a release build, a fifth of a whole exchange if redone on every operation).
+    residue: DynResidueParams<L>,
 }
 
-/// Runs `$body` with `$params` bound to the [`Params`] of `$group` (of the right width).
-macro_rules! with_params {
-    ($group:expr, $params:ident => $body:expr) => {
-        match $group {
-            DhGroup::Modp768 => {
-                let $params = safe_prime::<{ U768::LIMBS }>(groups::MODP_768);
-                $body
-            }
-            DhGroup::Modp1024 => {
-                let $params = safe_prime::<{ U1024::LIMBS }>(groups::MODP_1024);
-                $body
-            }
-            DhGroup::Modp1536 => {
-                let $params = safe_prime::<{ U1536::LIMBS }>(groups::MODP_1536);
-                $body
-            }
-            DhGroup::Modp2048 => {
-                let $params = safe_prime::<{ U2048::LIMBS }>(groups::MODP_2048);
-                $body
-            }
-            DhGroup::Modp3072 => {
-                let $params = safe_prime::<{ U3072::LIMBS }>(groups::MODP_3072);
-                $body
-            }
-            DhGroup::Modp4096 => {
-                let $params = safe_prime::<{ U4096::LIMBS }>(groups::MODP_4096);
-                $body
-            }
-            DhGroup::Modp6144 => {
-                let $params = safe_prime::<{ U6144::LIMBS }>(groups::MODP_6144);
-                $body
-            }
-            DhGroup::Modp8192 => {
-                let $params = safe_prime::<{ U8192::LIMBS }>(groups::MODP_8192);
-                $body
-            }
-            DhGroup::Modp1024S160 => {
-                let $params = Params::<{ U1024::LIMBS }> {
-                    p: groups::MODP_1024_160_P,
-                    g: groups::MODP_1024_160_G,
-                    q: Some((groups::MODP_1024_160_Q.resize(), 160)),
-                };
-                $body
-            }
-            DhGroup::Modp2048S224 => {
-                let $params = Params::<{ U2048::LIMBS }> {
-                    p: groups::MODP_2048_224_P,
-                    g: groups::MODP_2048_224_G,
-                    q: Some((groups::MODP_2048_224_Q.resize(), 224)),
-                };
-                $body
-            }
-            DhGroup::Modp2048S256 => {
-                let $params = Params::<{ U2048::LIMBS }> {
-                    p: groups::MODP_2048_256_P,
-                    g: groups::MODP_2048_256_G,
-                    q: Some((groups::MODP_2048_256_Q.resize(), 256)),
-                };
-                $body
-            }
+impl<const L: usize> Params<L> {
+    /// Every modulus here is an odd prime constant, which is all `DynResidueParams::new`
+    /// requires, so this cannot panic.
+    fn new(p: Uint<L>, g: Uint<L>, q: Option<(Uint<L>, usize)>) -> Self {
+        Self {
+            p,
+            g,
+            q,
+            residue: DynResidueParams::new(&p),
+        }
+    }
+}
+
+/// Defines a function returning the lazily built, process-wide [`Params`] of one group.
+macro_rules! group_params {
+    ($(#[$doc:meta])* $name:ident: $limbs:expr => $p:expr, $g:expr, $q:expr) => {
+        $(#[$doc])*
+        fn $name() -> &'static Params<{ $limbs }> {
+            static CELL: OnceLock<Params<{ $limbs }>> = OnceLock::new();
+            CELL.get_or_init(|| Params::new($p, $g, $q))
         }
     };
 }
 
-/// A group with a safe prime and generator 2 (RFC 2409 section 6, RFC 3526).
-const fn safe_prime<const L: usize>(p: Uint<L>) -> Params<L> {
-    Params {
-        p,
-        g: Uint::from_u8(2),
-        q: None,
-    }
+group_params!(
+    /// Group 1 (RFC 2409 section 6.1).
+    modp_768: U768::LIMBS => groups::MODP_768, Uint::from_u8(2), None);
+group_params!(
+    /// Group 2 (RFC 2409 section 6.2).
+    modp_1024: U1024::LIMBS => groups::MODP_1024, Uint::from_u8(2), None);
+group_params!(
+    /// Group 5 (RFC 3526 section 2).
+    modp_1536: U1536::LIMBS => groups::MODP_1536, Uint::from_u8(2), None);
+group_params!(
+    /// Group 14 (RFC 3526 section 3).
+    modp_2048: U2048::LIMBS => groups::MODP_2048, Uint::from_u8(2), None);
+group_params!(
+    /// Group 15 (RFC 3526 section 4).
+    modp_3072: U3072::LIMBS => groups::MODP_3072, Uint::from_u8(2), None);
+group_params!(
+    /// Group 16 (RFC 3526 section 5).
+    modp_4096: U4096::LIMBS => groups::MODP_4096, Uint::from_u8(2), None);
+group_params!(
+    /// Group 17 (RFC 3526 section 6).
+    modp_6144: U6144::LIMBS => groups::MODP_6144, Uint::from_u8(2), None);
+group_params!(
+    /// Group 18 (RFC 3526 section 7).
+    modp_8192: U8192::LIMBS => groups::MODP_8192, Uint::from_u8(2), None);
+group_params!(
+    /// Group 22 (RFC 5114 section 2.1).
+    modp_1024_160: U1024::LIMBS => groups::MODP_1024_160_P, groups::MODP_1024_160_G,
+    Some((groups::MODP_1024_160_Q.resize(), 160)));
+group_params!(
+    /// Group 23 (RFC 5114 section 2.2).
+    modp_2048_224: U2048::LIMBS => groups::MODP_2048_224_P, groups::MODP_2048_224_G,
+    Some((groups::MODP_2048_224_Q.resize(), 224)));
+group_params!(
+    /// Group 24 (RFC 5114 section 2.3).
+    modp_2048_256: U2048::LIMBS => groups::MODP_2048_256_P, groups::MODP_2048_256_G,
+    Some((groups::MODP_2048_256_Q.resize(), 256)));
+
+/// Runs `$body` with `$params` bound to the `&'static` [`Params`] of `$group` (of the right
+/// width for that group).
+macro_rules! with_params {
+    ($group:expr, $params:ident => $body:expr) => {
+        match $group {
+            DhGroup::Modp768 => {
+                let $params = modp_768();
+                $body
+            }
+            DhGroup::Modp1024 => {
+                let $params = modp_1024();
+                $body
+            }
+            DhGroup::Modp1536 => {
+                let $params = modp_1536();
+                $body
+            }
+            DhGroup::Modp2048 => {
+                let $params = modp_2048();
+                $body
+            }
+            DhGroup::Modp3072 => {
+                let $params = modp_3072();
+                $body
+            }
+            DhGroup::Modp4096 => {
+                let $params = modp_4096();
+                $body
+            }
+            DhGroup::Modp6144 => {
+                let $params = modp_6144();
+                $body
+            }
+            DhGroup::Modp8192 => {
+                let $params = modp_8192();
+                $body
+            }
+            DhGroup::Modp1024S160 => {
+                let $params = modp_1024_160();
+                $body
+            }
+            DhGroup::Modp2048S224 => {
+                let $params = modp_2048_224();
+                $body
+            }
+            DhGroup::Modp2048S256 => {
+                let $params = modp_2048_256();
+                $body
+            }
+        }
+    };
 }
 
 /// Private exponent length in bits.
@@ -150,14 +195,12 @@ fn uint_to_be<const L: usize>(value: &Uint<L>, out: &mut [u8]) {
 
 /// `base^exponent mod p`, in time that depends only on `exponent_bits` and the width.
 fn pow_mod<const L: usize>(
-    p: &Uint<L>,
+    params: &DynResidueParams<L>,
     base: &Uint<L>,
     exponent: &Uint<L>,
     exponent_bits: usize,
 ) -> Uint<L> {
-    // Every modulus here is an odd prime constant, which is all `new` requires.
-    let params = DynResidueParams::new(p);
-    let mut power = DynResidue::new(base, params).pow_bounded_exp(exponent, exponent_bits);
+    let mut power = DynResidue::new(base, *params).pow_bounded_exp(exponent, exponent_bits);
     let value = power.retrieve();
     power.zeroize();
     value
@@ -186,7 +229,7 @@ impl DhPrivateKey {
     /// therefore the exponentiation time) is fixed. RFC 5114 groups: uniform in `[1, q-1]`
     /// by rejection sampling.
     pub fn generate(group: DhGroup, rng: &mut impl CryptoRngCore) -> Self {
-        let exponent = with_params!(group, params => random_exponent(group, &params, rng));
+        let exponent = with_params!(group, params => random_exponent(group, params, rng));
         Self::with_exponent(group, exponent, exponent_bits(group))
     }
 
@@ -224,7 +267,7 @@ impl DhPrivateKey {
         let mut public = vec![0u8; group.modulus_len()];
         with_params!(group, params => {
             let mut x = uint_from_be(exponent.expose()).unwrap_or_default();
-            let y = pow_mod(&params.p, &params.g, &x, exponent_bits);
+            let y = pow_mod(&params.residue, &params.g, &x, exponent_bits);
             x.zeroize();
             uint_to_be(&y, &mut public);
         });
@@ -282,9 +325,9 @@ impl DhPrivateKey {
         let mut secret = vec![0u8; expected];
         with_params!(group, params => {
             let y = uint_from_be(peer_public).unwrap_or_default();
-            check_public(group, &params, &y)?;
+            check_public(group, params, &y)?;
             let mut x = uint_from_be(self.exponent.expose()).unwrap_or_default();
-            let mut z = pow_mod(&params.p, &y, &x, self.exponent_bits);
+            let mut z = pow_mod(&params.residue, &y, &x, self.exponent_bits);
             uint_to_be(&z, &mut secret);
             x.zeroize();
             z.zeroize();
@@ -355,7 +398,7 @@ fn check_public<const L: usize>(
         return Err(reject("value is p-1 or not below the prime"));
     }
     if let Some((q, q_bits)) = &params.q {
-        if pow_mod(&params.p, y, q, *q_bits) != Uint::ONE {
+        if pow_mod(&params.residue, y, q, *q_bits) != Uint::ONE {
             return Err(reject("value is not in the prime-order subgroup"));
         }
     }
