@@ -185,3 +185,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Keys of any length and content give a cipher or a typed error, never a panic.
+    #[test]
+    fn cipher_new_accepts_or_rejects_any_key(
+        alg in any_cipher(),
+        key in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        match Cipher::new(alg, &key) {
+            Ok(c) => prop_assert_eq!(c.algorithm(), alg),
+            Err(CryptoError::InvalidKeyLength { expected, actual, .. }) => {
+                prop_assert_eq!(expected, alg.key_len());
+                prop_assert_eq!(actual, key.len());
+                prop_assert_ne!(actual, expected);
+            }
+            Err(CryptoError::WeakKey { algorithm, .. }) => {
+                prop_assert!(algorithm.is_weak());
+                prop_assert_eq!(key.len(), alg.key_len());
+            }
+            Err(e) => prop_assert!(false, "unexpected error {:?}", e),
+        }
+    }
+
+    /// Integrity keys of any length give a key or a typed error, never a panic.
+    #[test]
+    fn integrity_new_accepts_exactly_the_key_length(
+        alg in any_integrity(),
+        key in prop::collection::vec(any::<u8>(), 0..80),
+    ) {
+        prop_assert_eq!(Integrity::new(alg, &key).is_ok(), key.len() == alg.key_len());
+    }
+}
