@@ -337,6 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn key_schedules_wipe_themselves_on_drop() {
+        // Fails to compile if the `zeroize` features of `aes` or `des` are lost.
+        fn wipes<T: zeroize::ZeroizeOnDrop>() {}
+        wipes::<Des>();
+        wipes::<TdesEde3>();
+        wipes::<Aes128>();
+        wipes::<Aes192>();
+        wipes::<Aes256>();
+        wipes::<crate::hash::HmacKey>();
+        wipes::<crate::SecretBytes>();
+    }
+
+    #[test]
     fn debug_prints_no_key_bytes() {
         let cipher = Cipher::new(EncryptionAlgorithm::AesCbc128, &[0xab; 16]).unwrap();
         let text = format!("{cipher:?}");
