@@ -520,3 +520,61 @@ fn fixture_esp_packets_verify_and_decrypt() {
     }
     assert!(checked >= 50, "only {checked} ESP packets checked");
 }
+
+/// Every encrypted message's IV follows RFC 2409 Appendix B: the first phase-1 IV is
+/// H(g^xi | g^xr), the first IV of any other exchange is H(last phase-1 block | M-ID), and
+/// every later message of an exchange continues from the last ciphertext block of the
+/// previous one. A retransmission is a byte-identical copy, so it reuses the original's IV.
+#[test]
+fn fixture_iv_chains_follow_appendix_b() {
+    use std::collections::HashMap;
+    let mut checked = 0;
+    for f in fixtures() {
+        let p1 = &f.json["phase1"];
+        let prf = hash_alg(p1);
+        let block_len = cipher_alg(p1).block_len();
+        let last_phase1 = hex(&p1["last_phase1_cbc_block"]);
+        let mut next_iv: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut iv_of_frame: HashMap<u64, Vec<u8>> = HashMap::new();
+        next_iv.insert(
+            0,
+            ikev1::phase1_iv(prf, &hex(&p1["g_xi"]), &hex(&p1["g_xr"]), block_len),
+        );
+
+        for m in f.json["messages"].as_array().unwrap() {
+            if m["encrypted"] != Value::Bool(true) {
+                continue;
+            }
+            let frame = m["frame"].as_u64().unwrap();
+            let iv = hex(&m["iv"]);
+            if let Some(original) = m["retransmission_of"].as_u64() {
+                assert_eq!(
+                    Some(&iv),
+                    iv_of_frame.get(&original),
+                    "{}: frame {frame}",
+                    f.name
+                );
+                continue;
+            }
+            let mid = u32_of(&m["message_id"]);
+            let expected = next_iv
+                .get(&mid)
+                .cloned()
+                .unwrap_or_else(|| ikev1::phase2_iv(prf, &last_phase1, mid, block_len));
+            assert_eq!(iv, expected, "{}: frame {frame} (MID {mid:08x})", f.name);
+
+            let isakmp = hex(&m["isakmp_hex"]);
+            let last_block = isakmp[isakmp.len() - block_len..].to_vec();
+            next_iv.insert(mid, last_block);
+            iv_of_frame.insert(frame, iv);
+            checked += 1;
+        }
+        assert_eq!(
+            next_iv.get(&0),
+            Some(&last_phase1),
+            "{}: last phase-1 block",
+            f.name
+        );
+    }
+    assert!(checked >= 40, "only {checked} IVs checked");
+}
