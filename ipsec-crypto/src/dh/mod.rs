@@ -2,9 +2,10 @@
 //! RFC 5114 section 2).
 //!
 //! Exponentiation with the private exponent runs in constant time for a given group: it is
-//! a fixed-window Montgomery ladder from `crypto-bigint` over exactly the exponent's fixed
-//! bit length, so the time depends on the group, never on the exponent's value. Operations
-//! on public values (checking a peer's value) use the same code.
+//! `crypto-bigint`'s fixed-window exponentiation in Montgomery form, with constant-time
+//! table lookups, over exactly the exponent's fixed bit length, so the time depends on the
+//! group, never on the exponent's value. Operations on public values (checking a peer's
+//! value) use the same code.
 
 mod groups;
 
@@ -361,8 +362,9 @@ fn random_exponent<const L: usize>(
             // uniform, and never zero.
             for _ in 0..128 {
                 rng.fill_bytes(&mut bytes);
-                if let Some(x) = uint_from_be::<L>(&bytes) {
+                if let Some(mut x) = uint_from_be::<L>(&bytes) {
                     let ok = x != Uint::ZERO && x < q;
+                    x.zeroize();
                     if ok {
                         return SecretBytes::new(bytes);
                     }
