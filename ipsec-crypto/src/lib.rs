@@ -51,6 +51,9 @@
 //!   per MAC. Stack copies made inside the RustCrypto hash and cipher crates during a call,
 //!   and the window table inside `crypto-bigint`'s exponentiation, are not wiped by us.
 //! - The CBC key schedule is cloned per call (cheap, and the clone wipes itself on drop).
+//! - DES and 3DES come from the `des` crate, which is slow: encrypting 1504 bytes took
+//!   68 us (DES) and 217 us (3DES) against about 2 us for AES-CBC with AES-NI on the VM
+//!   above (release build). They are here for interoperability only.
 
 #![forbid(unsafe_code)]
 
