@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use ipsec_crypto::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm, SecretBytes};
 use ipsec_sa::child::{ChildSaPair, Encapsulation};
 use ipsec_sa::endpoint::{
-    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, FailureReason, Identity, Phase1Proposal,
-    Phase2Proposal, TunnelConfig, TunnelId, TunnelState,
+    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, FailureReason, Identity, Phase1Mode,
+    Phase1Proposal, Phase2Proposal, TunnelConfig, TunnelId, TunnelState,
 };
 use ipsec_sa::selector::TrafficSelector;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -856,4 +856,63 @@ mod corruption {
             }
         }
     }
+}
+
+#[test]
+fn aggressive_mode_with_fqdn_identities_and_nat() {
+    let (mut l, mut r) = tunnels("am-key", "am-key");
+    for t in [&mut l, &mut r] {
+        t.phase1.mode = Phase1Mode::Aggressive;
+        t.phase1.proposals = vec![Phase1Proposal {
+            encryption: EncryptionAlgorithm::AesCbc256,
+            hash: HashAlgorithm::Sha256,
+            group: DhGroup::Modp2048,
+        }];
+        t.phase2.pfs_group = None;
+    }
+    l.phase1.local_id = Some(Identity::Fqdn("left.example".into()));
+    r.phase1.remote_id = Some(Identity::Fqdn("left.example".into()));
+    r.phase1.local_id = Some(Identity::Fqdn("right.example".into()));
+    l.phase1.remote_id = Some(Identity::Fqdn("right.example".into()));
+    r.remote_addr = addr("198.51.100.254:500");
+    let mut net = Net::new(l, r, 17);
+    net.nat = Some((
+        addr("192.0.2.1:500"),
+        addr("198.51.100.254:40001"),
+        addr("192.0.2.1:4500"),
+        addr("198.51.100.254:40002"),
+    ));
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+
+    let (lp, rp) = established(&net);
+    assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel);
+    assert_eq!(rp.remote, addr("198.51.100.254:40002"));
+    // AM1 on 500 (exchange type 4), AM3 encrypted on 4500, then QM1 and QM3.
+    let sent: Vec<(u16, u8, u8)> = net
+        .left
+        .sent
+        .iter()
+        .filter(|s| s.3.len() > 1)
+        .map(|s| (s.0.port(), s.3[18], s.3[19]))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![(500, 4, 0), (4500, 4, 1), (4500, 32, 1), (4500, 32, 1)]
+    );
+}
+
+#[test]
+fn rejects_aggressive_mode_when_main_mode_is_configured() {
+    let (mut l, r) = tunnels("k", "k");
+    l.phase1.mode = Phase1Mode::Aggressive;
+    let mut net = Net::new(l, r, 18);
+    net.initiate();
+    net.run_for(Duration::from_secs(60));
+    assert!(children(&net.left.events).is_empty());
+    assert!(net.right.sent.is_empty(), "the responder never answers AM1");
+    assert_eq!(
+        failures(&net.left.events),
+        vec!["no answer from peer: waited for AM2 after sending our request 6 times"]
+    );
 }

@@ -72,6 +72,9 @@ impl RetransmitConfig {
 pub enum Phase1Mode {
     /// Main Mode (Identity Protection, six messages): identities are encrypted.
     Main,
+    /// Aggressive Mode (three messages): identities in clear, and an observer can test
+    /// guesses of the pre-shared key offline. For peers that need it only.
+    Aggressive,
 }
 
 /// One phase-1 transform we offer or accept (authentication is always pre-shared key).
@@ -129,7 +132,7 @@ pub enum Identity {
 /// Phase-1 settings of a tunnel.
 #[derive(Clone, Debug)]
 pub struct Phase1Config {
-    /// Exchange mode; only Main Mode for now.
+    /// Exchange mode, as initiator and the only one accepted as responder.
     pub mode: Phase1Mode,
     /// Transforms in order of preference; as responder, the first of the peer's transforms
     /// that matches one of these is chosen.

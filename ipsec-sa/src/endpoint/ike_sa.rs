@@ -32,6 +32,10 @@ use super::quick_mode::QuickMode;
 use super::timer::{Timer, TimerTable};
 use super::{Cx, Event, Transmit, TunnelId};
 
+mod aggressive;
+
+use aggressive::{ExpectAm2, ExpectAm3};
+
 /// How often we refresh our NAT mapping; RFC 3948 section 4 suggests 20 seconds.
 const NAT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
@@ -93,6 +97,8 @@ pub(super) enum Phase1State {
     ExpectMm6(ExpectMm6),
     ExpectMm3(ExpectMm3),
     ExpectMm5(ExpectMm5),
+    ExpectAm2(ExpectAm2),
+    ExpectAm3(ExpectAm3),
     Established(Established),
     /// Failed or deleted; kept until its deadline only to absorb stray retransmissions.
     Closed,
@@ -106,6 +112,8 @@ impl Phase1State {
             Self::ExpectMm6(_) => "ExpectMm6",
             Self::ExpectMm3(_) => "ExpectMm3",
             Self::ExpectMm5(_) => "ExpectMm5",
+            Self::ExpectAm2(_) => "ExpectAm2",
+            Self::ExpectAm3(_) => "ExpectAm3",
             Self::Established(_) => "Established",
             Self::Closed => "Closed",
         }
@@ -119,6 +127,8 @@ impl Phase1State {
             Self::ExpectMm6(_) => "MM6",
             Self::ExpectMm3(_) => "MM3",
             Self::ExpectMm5(_) => "MM5",
+            Self::ExpectAm2(_) => "AM2",
+            Self::ExpectAm3(_) => "AM3",
             Self::Established(_) | Self::Closed => "nothing",
         }
     }
@@ -334,7 +344,7 @@ impl IkeSa {
     pub(super) fn is_half_open(&self) -> bool {
         matches!(
             self.state,
-            Phase1State::ExpectMm3(_) | Phase1State::ExpectMm5(_)
+            Phase1State::ExpectMm3(_) | Phase1State::ExpectMm5(_) | Phase1State::ExpectAm3(_)
         )
     }
 
@@ -488,6 +498,11 @@ impl IkeSa {
         );
         sa.cky_i = nonzero_cookie(cx);
         sa.pending_children = children;
+        if config.phase1.mode == super::Phase1Mode::Aggressive {
+            let next = sa.send_am1(cx, config);
+            sa.set_state(next);
+            return sa;
+        }
 
         let offer = proposal::phase1_offer(&config.phase1.proposals, config.phase1.lifetime);
         let sa_payload = Payload::Sa(offer);
@@ -807,6 +822,13 @@ impl IkeSa {
         msg: &Message<'_>,
         datagram: &[u8],
     ) -> Option<Self> {
+        if msg.header.exchange_type.0 == exchange::AGGRESSIVE {
+            return Self::respond_aggressive(cx, tunnel, config, local, remote, msg, datagram);
+        }
+        if config.phase1.mode != super::Phase1Mode::Main {
+            warn!(%tunnel, %remote, "refusing Main Mode: the tunnel is configured for Aggressive Mode");
+            return None;
+        }
         let mut sa = Self::new(tunnel, Role::Responder, local, remote);
         sa.cky_i = msg.header.initiator_cookie;
         let c = match plain_contents(msg) {
@@ -1117,7 +1139,9 @@ impl IkeSa {
         datagram: &[u8],
     ) {
         match (msg.header.exchange_type.0, msg.header.message_id) {
-            (exchange::MAIN, 0) => self.handle_phase1(cx, config, local, remote, msg, datagram),
+            (t, 0) if aggressive::is_phase1_exchange(t) => {
+                self.handle_phase1(cx, config, local, remote, msg, datagram)
+            }
             (exchange::INFORMATIONAL, _) => self.handle_informational(cx, config, msg),
             (exchange::QUICK, m) if m != 0 => self.handle_quick_mode(cx, config, msg, datagram),
             (t, m) => debug!(tunnel = %self.tunnel, exchange = t, message_id = m,
@@ -1165,6 +1189,12 @@ impl IkeSa {
             Phase1State::ExpectMm5(s) => self
                 .on_mm5(cx, config, s, msg, local, remote)
                 .map_err(|(s, e)| (Phase1State::ExpectMm5(s), e)),
+            Phase1State::ExpectAm2(s) => self
+                .on_am2(cx, config, s, msg, local, remote)
+                .map_err(|(s, e)| (Phase1State::ExpectAm2(s), e)),
+            Phase1State::ExpectAm3(s) => self
+                .on_am3(s, msg, local, remote)
+                .map_err(|(s, e)| (Phase1State::ExpectAm3(s), e)),
             other @ (Phase1State::Established(_) | Phase1State::Closed) => Err((
                 other,
                 Rejected::Ignore("phase-1 message after phase 1 ended".into()),

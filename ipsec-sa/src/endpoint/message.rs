@@ -16,6 +16,7 @@ pub(crate) const VERSION: u8 = 0x10;
 /// Exchange type codes (RFC 2408 section 3.1, RFC 2409 section 5.5).
 pub(crate) mod exchange {
     pub(crate) const MAIN: u8 = 2;
+    pub(crate) const AGGRESSIVE: u8 = 4;
     pub(crate) const INFORMATIONAL: u8 = 5;
     pub(crate) const QUICK: u8 = 32;
 }

@@ -500,7 +500,11 @@ impl Endpoint {
             }
             return found;
         }
-        if msg.header.exchange_type.0 != message::exchange::MAIN || msg.header.message_id != 0 {
+        let first = matches!(
+            msg.header.exchange_type.0,
+            message::exchange::MAIN | message::exchange::AGGRESSIVE
+        );
+        if !first || msg.header.message_id != 0 {
             debug!(%remote, "dropping message: zero responder cookie outside MM1");
             return None;
         }
