@@ -3,7 +3,9 @@
 //!
 //! Each iteration copies the original packet into a buffer (so every translation sees an
 //! untranslated packet); `copy` is that copy alone, `copy+translate` adds the outbound
-//! translation, and the difference is the translation's own cost.
+//! translation, and the difference is the translation's own cost. `translate+reverse`
+//! rewrites the packet and undoes it in place, with no copy, and counts two translations
+//! per iteration.
 
 #![expect(
     clippy::unwrap_used,
@@ -85,6 +87,18 @@ fn bench(c: &mut Criterion) {
                     black_box(t).unwrap()
                 });
             });
+            // No copy: translate and undo in place, two rewrites per iteration.
+            buf.copy_from_slice(&original);
+            group.throughput(Throughput::Elements(2));
+            group.bench_function(BenchmarkId::new("translate+reverse", &id), |b| {
+                b.iter(|| {
+                    let t = table.translate(Direction::Outbound, black_box(&mut buf));
+                    let r = table.reverse(Direction::Outbound, black_box(&mut buf));
+                    black_box((t, r))
+                });
+            });
+            group.throughput(Throughput::Elements(1));
+            assert_eq!(buf, original);
         }
     }
     group.finish();

@@ -180,7 +180,9 @@ impl Hasher for AddrHasher {
     }
 }
 
-type AddrMap = HashMap<u32, u32, BuildHasherDefault<AddrHasher>>;
+/// Address -> (entry position, the address it translates to). The translated address is
+/// kept in the map so the packet path touches one hash bucket and not the entry itself.
+type AddrMap = HashMap<u32, (u32, u32), BuildHasherDefault<AddrHasher>>;
 
 /// One entry with its counters.
 #[derive(Debug)]
@@ -289,14 +291,15 @@ impl NatTable {
                     remote: e.remote,
                 });
             }
-            if let Some(other) = by_local.insert(u32::from(e.local), position) {
+            let (local, remote) = (u32::from(e.local), u32::from(e.remote));
+            if let Some((other, _)) = by_local.insert(local, (position, remote)) {
                 return Err(TableError::DuplicateLocal {
                     name: e.name.clone(),
                     local: e.local,
                     other: name_at(&entries, other),
                 });
             }
-            if let Some(other) = by_remote.insert(u32::from(e.remote), position) {
+            if let Some((other, _)) = by_remote.insert(remote, (position, local)) {
                 return Err(TableError::DuplicateRemote {
                     name: e.name.clone(),
                     remote: e.remote,
@@ -348,13 +351,13 @@ impl NatTable {
     /// The entry that maps `local`, if any.
     pub fn entry_for_local(&self, local: Ipv4Addr) -> Option<&NatEntry> {
         self.lookup_local(u32::from(local))
-            .and_then(|i| self.entry(i))
+            .and_then(|(i, _)| self.entry(i))
     }
 
     /// The entry that maps `remote`, if any.
     pub fn entry_for_remote(&self, remote: Ipv4Addr) -> Option<&NatEntry> {
         self.lookup_remote(u32::from(remote))
-            .and_then(|i| self.entry(i))
+            .and_then(|(i, _)| self.entry(i))
     }
 
     /// The counters of the entry at `index`.
@@ -382,12 +385,18 @@ impl NatTable {
         }
     }
 
-    pub(crate) fn lookup_local(&self, addr: u32) -> Option<EntryIndex> {
-        self.by_local.get(&addr).copied().map(EntryIndex)
+    /// The entry whose local address is `addr`, and its remote address.
+    pub(crate) fn lookup_local(&self, addr: u32) -> Option<(EntryIndex, u32)> {
+        self.by_local
+            .get(&addr)
+            .map(|&(index, remote)| (EntryIndex(index), remote))
     }
 
-    pub(crate) fn lookup_remote(&self, addr: u32) -> Option<EntryIndex> {
-        self.by_remote.get(&addr).copied().map(EntryIndex)
+    /// The entry whose remote address is `addr`, and its local address.
+    pub(crate) fn lookup_remote(&self, addr: u32) -> Option<(EntryIndex, u32)> {
+        self.by_remote
+            .get(&addr)
+            .map(|&(index, local)| (EntryIndex(index), local))
     }
 
     pub(crate) fn entry_name(&self, index: EntryIndex) -> &str {

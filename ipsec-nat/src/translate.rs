@@ -298,17 +298,10 @@ impl NatTable {
     }
 
     fn lookup(&self, mapping: Mapping, addr: u32) -> Option<(EntryIndex, u32)> {
-        let (index, new) = match mapping {
-            Mapping::LocalToRemote => {
-                let i = self.lookup_local(addr)?;
-                (i, self.entry(i)?.remote)
-            }
-            Mapping::RemoteToLocal => {
-                let i = self.lookup_remote(addr)?;
-                (i, self.entry(i)?.local)
-            }
-        };
-        Some((index, u32::from(new)))
+        match mapping {
+            Mapping::LocalToRemote => self.lookup_local(addr),
+            Mapping::RemoteToLocal => self.lookup_remote(addr),
+        }
     }
 
     /// Validates everything the rewrite touches, then rewrites. Returns what was done and
