@@ -68,7 +68,7 @@ step "our view (ipsec-gateway status)"
 
 step "SIGTERM: the gateway deletes its SAs and exits"
 lines=$(wc -l < "$LAB_DIR/gateway.log")
-lab_stop_pid "$GW_PID"
+lab_stop_pid "$GW_PID" TERM
 GW_PID=
 tail -n +"$((lines + 1))" "$LAB_DIR/gateway.log"
 echo "--- strongSwan:"

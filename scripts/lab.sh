@@ -202,10 +202,11 @@ lab_start_charon() {
         || { lab_say "swanctl --load-all failed:"; cat "$d/load.out" >&2; return 1; }
 }
 
-# lab_stop_pid PID: SIGINT, then SIGTERM, then SIGKILL, each after a bounded wait.
+# lab_stop_pid PID [FIRST]: signal FIRST (default INT), then TERM, then KILL, each after a
+# bounded wait (3 s) for PID to exit.
 lab_stop_pid() {
     local p=$1 sig i
-    for sig in INT TERM KILL; do
+    for sig in "${2:-INT}" TERM KILL; do
         kill -0 "$p" 2> /dev/null || return 0
         kill -"$sig" "$p" 2> /dev/null || true
         for i in $(seq 30); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
@@ -230,6 +231,7 @@ lab_up() {
     : > "$LAB_DIR/pids"
     : > "$LAB_DIR/namespaces"
     NS_HL=$(lab_ns hl) NS_OURS=$(lab_ns ours) NS_SW=$(lab_ns sw) NS_HR=$(lab_ns hr)
+    LAB_PSK_FILE=$LAB_DIR/psk CHARON_LOG=$LAB_DIR/sw/charon.log
     cat > "$LAB_DIR/lab.env" <<EOF
 LAB_DIR=$LAB_DIR
 LAB_PREFIX=$LAB_PREFIX
@@ -237,8 +239,8 @@ NS_HL=$NS_HL
 NS_OURS=$NS_OURS
 NS_SW=$NS_SW
 NS_HR=$NS_HR
-LAB_PSK_FILE=$LAB_DIR/psk
-CHARON_LOG=$LAB_DIR/sw/charon.log
+LAB_PSK_FILE=$LAB_PSK_FILE
+CHARON_LOG=$CHARON_LOG
 EOF
     lab_topology || return 1
     lab_write_strongswan_conf || return 1

@@ -175,17 +175,17 @@ struct RawDpd {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStaticNat {
+    subnets: Vec<String>,
     #[serde(default)]
-    subnets: Vec<RawNatRule>,
-    #[serde(default)]
-    entries: Vec<RawNatRule>,
+    entries: Vec<RawNatEntry>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawNatRule {
-    real: String,
-    mapped: String,
+struct RawNatEntry {
+    name: String,
+    local: String,
+    remote: String,
 }
 
 // --------------------------------------------------------- validated settings --
@@ -315,14 +315,15 @@ pub(crate) struct Dpd {
     pub(crate) action: DpdAction,
 }
 
-/// A static one-to-one NAT rule: `real` addresses inside our network appear to the peer as
-/// `mapped` (same prefix length, host part kept).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct NatRule {
-    /// The addresses inside our network.
-    pub(crate) real: TrafficSelector,
-    /// The addresses the peer sees.
-    pub(crate) mapped: TrafficSelector,
+/// Static one-to-one NAT of a tunnel, as provider forms define it: local hosts reach a host
+/// behind the peer through an address of a "static NAT subnet" assigned on our side. See the
+/// `ipsec_nat` crate docs for the packet path.
+#[derive(Debug)]
+pub(crate) struct StaticNat {
+    /// The assigned static NAT subnets (routed into the tunnel like the remote subnets).
+    pub(crate) subnets: Vec<TrafficSelector>,
+    /// The validated table of entries.
+    pub(crate) table: std::sync::Arc<ipsec_nat::NatTable>,
 }
 
 /// Where the PSK comes from; the key itself is read by [`PskSource::load`] and never logged.
@@ -397,10 +398,8 @@ pub(crate) struct Tunnel {
     pub(crate) phase2: Phase2,
     /// Dead peer detection, if enabled.
     pub(crate) dpd: Option<Dpd>,
-    /// Static NAT of whole subnets.
-    pub(crate) nat_subnets: Vec<NatRule>,
-    /// Static NAT of single hosts.
-    pub(crate) nat_entries: Vec<NatRule>,
+    /// Static one-to-one NAT, if configured.
+    pub(crate) static_nat: Option<std::sync::Arc<StaticNat>>,
 }
 
 // ------------------------------------------------------------------ loading --
@@ -540,10 +539,11 @@ fn validate_tunnel(index: usize, rt: RawTunnel) -> Result<Tunnel, ConfigError> {
     let phase1 = validate_phase1(n, rt.phase1, local_address, remote_address)?;
     let phase2 = validate_phase2(n, rt.phase2)?;
     let dpd = rt.dpd.map(|d| validate_dpd(n, d)).transpose()?;
-    let (nat_subnets, nat_entries) = match rt.static_nat {
-        Some(nat) => validate_nat(n, nat, &local_subnets, &remote_subnets)?,
-        None => (Vec::new(), Vec::new()),
-    };
+    let static_nat = rt
+        .static_nat
+        .map(|nat| validate_nat(n, nat, &local_subnets, &remote_subnets))
+        .transpose()?
+        .map(std::sync::Arc::new);
 
     Ok(Tunnel {
         name,
@@ -556,8 +556,7 @@ fn validate_tunnel(index: usize, rt: RawTunnel) -> Result<Tunnel, ConfigError> {
         phase1,
         phase2,
         dpd,
-        nat_subnets,
-        nat_entries,
+        static_nat,
     })
 }
 
@@ -991,89 +990,66 @@ fn validate_dpd(tunnel: &str, raw: RawDpd) -> Result<Dpd, ConfigError> {
     })
 }
 
-/// Static NAT: the mapped side is what the peer sees, so it must lie inside `local_subnets`
-/// (which are negotiated as our traffic selectors); no address may be mapped twice.
+/// Static NAT: the subnets are IPv4 and disjoint from both sides' protected subnets; the
+/// entries are then checked as a whole by [`ipsec_nat::NatTable::new`] (names, local address
+/// in a static NAT subnet, remote address in a remote subnet, one-to-one).
 fn validate_nat(
     tunnel: &str,
     raw: RawStaticNat,
     local_subnets: &[TrafficSelector],
     remote_subnets: &[TrafficSelector],
-) -> Result<(Vec<NatRule>, Vec<NatRule>), ConfigError> {
-    let mut seen: Vec<NatRule> = Vec::new();
-    let mut check = |field: String,
-                     rule: &RawNatRule,
-                     host: bool|
-     -> Result<NatRule, ConfigError> {
-        let real = parse_cidr(&rule.real).map_err(|p| bad(tunnel, format!("{field}.real"), p))?;
-        let mapped =
-            parse_cidr(&rule.mapped).map_err(|p| bad(tunnel, format!("{field}.mapped"), p))?;
-        if real.start().is_ipv4() != mapped.start().is_ipv4() {
-            return Err(bad(
-                tunnel,
-                field,
-                "real and mapped must be of the same family",
-            ));
-        }
-        if real.prefix_len() != mapped.prefix_len() {
-            return Err(bad(
-                tunnel,
-                field,
-                format!("{real} and {mapped} differ in size; a one-to-one map needs equal prefix lengths"),
-            ));
-        }
-        let full = if real.start().is_ipv4() {
-            Some(32)
-        } else {
-            Some(128)
+) -> Result<StaticNat, ConfigError> {
+    let subnets = parse_subnets(tunnel, "static_nat.subnets", &raw.subnets)?;
+    let mut nat_v4 = Vec::with_capacity(subnets.len());
+    for (i, s) in subnets.iter().enumerate() {
+        let field = format!("static_nat.subnets[{i}]");
+        let (IpAddr::V4(network), Some(len)) = (s.start(), s.prefix_len()) else {
+            return Err(bad(tunnel, field, format!("{s}: static NAT is IPv4 only")));
         };
-        if host && real.prefix_len() != full {
-            return Err(bad(
-                tunnel,
-                format!("{field}.real"),
-                format!(
-                    "{real} is a subnet; entries map single addresses (use static_nat.subnets)"
-                ),
-            ));
-        }
-        if !local_subnets.iter().any(|l| l.covers(&mapped)) {
-            return Err(bad(
-                tunnel,
-                format!("{field}.mapped"),
-                format!(
-                    "{mapped} is not inside local_subnets, which are what the peer is told we have"
-                ),
-            ));
-        }
-        if let Some(r) = remote_subnets.iter().find(|r| overlaps(r, &real)) {
-            return Err(bad(
-                tunnel,
-                format!("{field}.real"),
-                format!("{real} overlaps remote subnet {r}"),
-            ));
-        }
-        if let Some(o) = seen
+        if let Some(o) = local_subnets
             .iter()
-            .find(|o| overlaps(&o.real, &real) || overlaps(&o.mapped, &mapped))
+            .chain(remote_subnets)
+            .find(|o| overlaps(s, o))
         {
             return Err(bad(
                 tunnel,
                 field,
-                format!("{real} -> {mapped} overlaps {} -> {}", o.real, o.mapped),
+                format!("{s} overlaps protected subnet {o}; a static NAT subnet is an address range of its own"),
             ));
         }
-        let r = NatRule { real, mapped };
-        seen.push(r);
-        Ok(r)
-    };
-    let mut subnets = Vec::with_capacity(raw.subnets.len());
-    for (i, rule) in raw.subnets.iter().enumerate() {
-        subnets.push(check(format!("static_nat.subnets[{i}]"), rule, false)?);
+        let v4 = ipsec_nat::Ipv4Subnet::new(network, len)
+            .map_err(|e| bad(tunnel, format!("static_nat.subnets[{i}]"), e.to_string()))?;
+        nat_v4.push(v4);
     }
+    let remote_v4: Vec<ipsec_nat::Ipv4Subnet> = remote_subnets
+        .iter()
+        .filter_map(|r| match (r.start(), r.prefix_len()) {
+            (IpAddr::V4(a), Some(len)) => ipsec_nat::Ipv4Subnet::new(a, len).ok(),
+            _ => None,
+        })
+        .collect();
+
     let mut entries = Vec::with_capacity(raw.entries.len());
-    for (i, rule) in raw.entries.iter().enumerate() {
-        entries.push(check(format!("static_nat.entries[{i}]"), rule, true)?);
+    for (i, e) in raw.entries.into_iter().enumerate() {
+        let addr = |which: &str, text: &str| -> Result<std::net::Ipv4Addr, ConfigError> {
+            text.trim().parse().map_err(|_| {
+                bad(
+                    tunnel,
+                    format!("static_nat.entries[{i}].{which}"),
+                    format!("{text:?} is not an IPv4 address"),
+                )
+            })
+        };
+        let local = addr("local", &e.local)?;
+        let remote = addr("remote", &e.remote)?;
+        entries.push(ipsec_nat::NatEntry::new(e.name, local, remote));
     }
-    Ok((subnets, entries))
+    let table = ipsec_nat::NatTable::new(entries, &nat_v4, &remote_v4)
+        .map_err(|e| bad(tunnel, "static_nat.entries", e.to_string()))?;
+    Ok(StaticNat {
+        subnets,
+        table: std::sync::Arc::new(table),
+    })
 }
 
 /// Names of weak choices in a tunnel, for `check` and a startup warning.
@@ -1185,12 +1161,11 @@ pub(crate) fn describe(cfg: &Config) -> String {
                 let _ = writeln!(s, "  dpd: off");
             }
         }
-        for r in t.nat_subnets.iter().chain(&t.nat_entries) {
-            let _ = writeln!(
-                s,
-                "  static nat: {} <-> {} (not applied yet)",
-                r.real, r.mapped
-            );
+        if let Some(nat) = &t.static_nat {
+            let _ = writeln!(s, "  static nat subnets: {}", join(&nat.subnets));
+            for e in nat.table.entries() {
+                let _ = writeln!(s, "  static nat: {} = {} -> {}", e.name, e.local, e.remote);
+            }
         }
         for w in weak_choices(t) {
             let _ = writeln!(s, "  warning: weak choice: {w}");
@@ -1290,7 +1265,7 @@ lifetime_seconds = 3600
                 action: DpdAction::Restart
             })
         );
-        assert!(t.nat_subnets.is_empty() && t.nat_entries.is_empty());
+        assert!(t.static_nat.is_none());
         assert!(weak_choices(t).is_empty());
     }
 
@@ -1346,11 +1321,13 @@ lifetime_seconds = 3600
             .replace("# subnets = ", "subnets = ")
             .replace("# entries = ", "entries = ");
         let cfg = parse_str(&text).unwrap();
-        let t = &cfg.tunnels[0];
-        assert_eq!(t.nat_subnets.len(), 1);
-        assert_eq!(t.nat_subnets[0].real.to_string(), "192.168.50.0/25");
-        assert_eq!(t.nat_subnets[0].mapped.to_string(), "10.1.0.0/25");
-        assert_eq!(t.nat_entries[0].mapped.to_string(), "10.1.0.200/32");
+        let nat = cfg.tunnels[0].static_nat.as_ref().unwrap();
+        assert_eq!(nat.subnets[0].to_string(), "10.1.255.88/29");
+        let e: Vec<_> = nat.table.entries().collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].name, "web");
+        assert_eq!(e[0].local, std::net::Ipv4Addr::new(10, 1, 255, 92));
+        assert_eq!(e[0].remote, std::net::Ipv4Addr::new(10, 2, 0, 15));
     }
 
     #[test]
@@ -1526,16 +1503,36 @@ lifetime_seconds = 3600
     }
 
     #[test]
-    fn rejects_nat_outside_local_subnets_and_subnet_entries() {
-        let nat = "[tunnel.static_nat]\nentries = [{ real = \"192.168.1.0/24\", mapped = \"10.1.0.0/24\" }]\n";
-        let (_, field, _) = tunnel_error(&format!("{MINIMAL}{nat}"));
-        assert_eq!(field, "static_nat.entries[0].real");
-        let nat = "[tunnel.static_nat]\nsubnets = [{ real = \"192.168.1.0/24\", mapped = \"10.9.0.0/24\" }]\n";
-        let (_, field, _) = tunnel_error(&format!("{MINIMAL}{nat}"));
-        assert_eq!(field, "static_nat.subnets[0].mapped");
-        let nat = "[tunnel.static_nat]\nsubnets = [{ real = \"192.168.1.0/24\", mapped = \"10.1.0.0/25\" }]\n";
-        let (_, field, _) = tunnel_error(&format!("{MINIMAL}{nat}"));
+    fn rejects_static_nat_overlap_and_entries_outside_their_subnets() {
+        let nat = |subnets: &str, local: &str, remote: &str| {
+            format!(
+                "{MINIMAL}[tunnel.static_nat]\nsubnets = [{subnets:?}]\nentries = [{{ name = \"web\", local = {local:?}, remote = {remote:?} }}]\n"
+            )
+        };
+        assert!(parse_str(&nat("10.9.0.0/29", "10.9.0.4", "10.2.0.15")).is_ok());
+
+        let (_, field, problem) = tunnel_error(&nat("10.1.0.0/29", "10.1.0.4", "10.2.0.15"));
         assert_eq!(field, "static_nat.subnets[0]");
+        assert!(
+            problem.contains("overlaps protected subnet 10.1.0.0/24"),
+            "{problem}"
+        );
+
+        let (_, field, problem) = tunnel_error(&nat("10.9.0.0/29", "10.9.0.9", "10.2.0.15"));
+        assert_eq!(field, "static_nat.entries");
+        assert!(
+            problem.contains("10.9.0.9 lies in no assigned static NAT subnet"),
+            "{problem}"
+        );
+
+        let (_, _, problem) = tunnel_error(&nat("10.9.0.0/29", "10.9.0.4", "10.3.0.15"));
+        assert!(
+            problem.contains("10.3.0.15 lies in no remote protected subnet"),
+            "{problem}"
+        );
+
+        let (_, field, _) = tunnel_error(&nat("10.9.0.0/29", "10.9.0.4", "web"));
+        assert_eq!(field, "static_nat.entries[0].remote");
     }
 
     #[test]

@@ -201,7 +201,7 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
     let tun = Arc::new(net::create_tun(&cfg.tun_name, cfg.mtu)?);
     for t in &cfg.tunnels {
         let src = net::host_address_in(&t.local_subnets);
-        for r in &t.remote_subnets {
+        for r in routed_subnets(t) {
             net::add_route(&cfg.tun_name, r, src)?;
         }
         info!(tunnel = %t.name, tun = %cfg.tun_name, remote_subnets = ?t.remote_subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -295,7 +295,7 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
     gw.drain().await;
     tokio::time::sleep(SHUTDOWN_GRACE).await;
     for t in &gw.tunnels {
-        for r in &t.cfg.remote_subnets {
+        for r in routed_subnets(&t.cfg) {
             net::remove_route(&gw.tun_name, r);
         }
     }
@@ -561,7 +561,11 @@ impl Gateway {
                 match self.dataplane.decapsulate(packet) {
                     Ok(inbound) => {
                         self.endpoint.traffic_seen(inbound.spi, now);
-                        if let Some(inner) = packet.get(inbound.inner) {
+                        if let Some(inner) = packet.get_mut(inbound.inner) {
+                            // Static NAT after the selector check (source remote -> local).
+                            if !self.static_nat_inbound(inbound.policy, inner) {
+                                return;
+                            }
                             if let Err(e) = self.tun.send(inner).await {
                                 debug!("TUN write failed: {e}");
                             }
@@ -573,6 +577,13 @@ impl Gateway {
             }
             Input::Inner { mut data, len } => {
                 let inner = MAX_HEADROOM..MAX_HEADROOM + len;
+                // Static NAT first (destination local -> remote), so the SPD sees the real
+                // remote host.
+                if let Some(packet) = data.get_mut(inner.clone()) {
+                    if !self.static_nat_outbound(packet) {
+                        return;
+                    }
+                }
                 match self.dataplane.encapsulate(&mut data, inner, &mut self.rng) {
                     Ok(Outbound::Protected(t)) => {
                         let Some(packet) = data.get(t.packet.clone()) else {
@@ -588,6 +599,52 @@ impl Gateway {
                     Err(DropError::NoOutboundSa { policy }) => self.on_traffic(policy, now),
                     Err(_) => {} // counted and logged at debug by the data plane
                 }
+            }
+        }
+    }
+
+    /// Outbound static NAT of a packet read from the TUN device; false means drop it.
+    fn static_nat_outbound(&self, packet: &mut [u8]) -> bool {
+        let Some(dst) = ipv4_destination(packet) else {
+            return true;
+        };
+        let nat = self.tunnels.iter().find_map(|t| {
+            let nat = t.cfg.static_nat.as_deref()?;
+            nat.subnets
+                .iter()
+                .any(|s| s.contains_addr(dst))
+                .then_some(nat)
+        });
+        let Some(nat) = nat else { return true };
+        match nat.table.translate(ipsec_nat::Direction::Outbound, packet) {
+            Ok(t) if t.is_translated() => true,
+            Ok(_) => {
+                debug!(%dst, "no static NAT entry for this destination; packet dropped");
+                false
+            }
+            Err(e) => {
+                debug!(%dst, "static NAT refused the packet: {e}");
+                false
+            }
+        }
+    }
+
+    /// Inbound static NAT of a decrypted packet of `policy`'s tunnel; false means drop it.
+    fn static_nat_inbound(&self, policy: PolicyId, packet: &mut [u8]) -> bool {
+        let nat = self
+            .by_policy
+            .get(&policy)
+            .and_then(|&i| self.tunnels.get(i))
+            .and_then(|t| t.cfg.static_nat.as_deref());
+        let Some(nat) = nat else { return true };
+        if ipv4_destination(packet).is_none() {
+            return true;
+        }
+        match nat.table.translate(ipsec_nat::Direction::Inbound, packet) {
+            Ok(_) => true,
+            Err(e) => {
+                debug!("static NAT refused an inbound packet: {e}");
+                false
             }
         }
     }
@@ -759,6 +816,28 @@ impl Gateway {
     }
 }
 
+/// The subnets routed into the TUN device for a tunnel: the remote protected subnets and
+/// the static NAT subnets (whose addresses stand for remote hosts).
+fn routed_subnets(
+    t: &config::Tunnel,
+) -> impl Iterator<Item = &ipsec_sa::selector::TrafficSelector> {
+    let nat = t
+        .static_nat
+        .as_deref()
+        .map(|n| n.subnets.as_slice())
+        .unwrap_or_default();
+    t.remote_subnets.iter().chain(nat)
+}
+
+/// The destination of an IPv4 packet, if it is one.
+fn ipv4_destination(packet: &[u8]) -> Option<IpAddr> {
+    if packet.first().map(|b| b >> 4) != Some(4) {
+        return None;
+    }
+    let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+    Some(IpAddr::from(d))
+}
+
 fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Down => "down",
@@ -790,9 +869,6 @@ pub(crate) fn limitations(t: &config::Tunnel) -> Vec<String> {
     }
     if t.phase2.lifetime_kilobytes.is_some() {
         out.push("phase2.lifetime_kilobytes is not proposed to the peer yet".to_owned());
-    }
-    if !t.nat_subnets.is_empty() || !t.nat_entries.is_empty() {
-        out.push("static_nat is validated but not applied to packets yet".to_owned());
     }
     out
 }
