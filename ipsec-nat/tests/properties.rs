@@ -75,12 +75,13 @@ fn direction() -> impl Strategy<Value = Direction> {
 
 /// A datagram of `kind` between `host` (local side) and `peer`, oriented for `direction`:
 /// outbound host -> peer, inbound peer -> host. An ICMP error travels the same way and
-/// quotes a datagram that went the other way.
+/// quotes a datagram that went the other way between `host` and `quoted_peer` (the peer
+/// itself, or another host when a router reports the error).
 fn build(
     kind: Kind,
     direction: Direction,
     host: Ipv4Addr,
-    peer: Ipv4Addr,
+    (peer, quoted_peer): (Ipv4Addr, Ipv4Addr),
     payload: &[u8],
     ttl: u8,
 ) -> Vec<u8> {
@@ -106,11 +107,14 @@ fn build(
             p
         }
         Kind::Error { inner, quote } => {
-            // The quoted datagram went dst -> src.
+            let (q_src, q_dst) = match direction {
+                Direction::Outbound => (quoted_peer, host),
+                Direction::Inbound => (host, quoted_peer),
+            };
             let full = match inner {
-                0 => tcp(dst, src, payload),
-                1 => udp(dst, src, payload),
-                _ => icmp_echo(dst, src, payload),
+                0 => tcp(q_src, q_dst, payload),
+                1 => udp(q_src, q_dst, payload),
+                _ => icmp_echo(q_src, q_dst, payload),
             };
             let cut = quote.map_or(full.len(), |q| (20 + q).min(full.len()));
             icmp_error(src, dst, 3, 1, &full[..cut])
@@ -137,7 +141,8 @@ proptest! {
 
     #[test]
     fn checksums_equal_full_recomputation_and_reverse_restores(
-        (dir, peer) in direction().prop_flat_map(|d| (Just(d), peer(d))),
+        (dir, peer, other) in direction().prop_flat_map(|d| (Just(d), peer(d), peer(d))),
+        same_peer_quoted in any::<bool>(),
         kind in kind(),
         host in any::<u32>().prop_map(Ipv4Addr::from),
         payload in proptest::collection::vec(any::<u8>(), 0..1400),
@@ -146,7 +151,8 @@ proptest! {
         let table = example_table();
         // A random host may collide with a table address; keep the roles clean.
         prop_assume!(table.entry_for_local(host).is_none() && table.entry_for_remote(host).is_none());
-        let original = build(kind, dir, host, peer, &payload, ttl);
+        let quoted_peer = if same_peer_quoted { peer } else { other };
+        let original = build(kind, dir, host, (peer, quoted_peer), &payload, ttl);
         check(&original).assert_all_match();
 
         let mut p = original.clone();
@@ -159,8 +165,9 @@ proptest! {
         prop_assert_eq!(&p[field..field + 4], &want.octets());
         prop_assert_eq!(t.outer_entry().is_some(), want != peer);
         if let Kind::Error { .. } = kind {
-            prop_assert_eq!(&p[quoted_field..quoted_field + 4], &want.octets());
-            prop_assert_eq!(t.embedded_entry().is_some(), want != peer);
+            let want_quoted = expected(&table, dir, quoted_peer);
+            prop_assert_eq!(&p[quoted_field..quoted_field + 4], &want_quoted.octets());
+            prop_assert_eq!(t.embedded_entry().is_some(), want_quoted != quoted_peer);
         }
 
         let c = check(&p);
@@ -196,7 +203,7 @@ proptest! {
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut p = build(kind, dir, Ipv4Addr::new(10, 20, 30, 40), peer, &payload, 64);
+        let mut p = build(kind, dir, Ipv4Addr::new(10, 20, 30, 40), (peer, peer), &payload, 64);
         for (i, b) in flips {
             let i = i.index(p.len());
             p[i] = b;
