@@ -916,3 +916,39 @@ fn rejects_aggressive_mode_when_main_mode_is_configured() {
         vec!["no answer from peer: waited for AM2 after sending our request 6 times"]
     );
 }
+
+#[test]
+fn initiate_is_idempotent_while_a_pair_exists_or_is_negotiated() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 19);
+    net.initiate();
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    net.initiate();
+    net.run_for(Duration::from_secs(10));
+    established(&net);
+    assert_eq!(net.left.sent.len(), 5, "one Main Mode, one Quick Mode");
+}
+
+#[test]
+fn half_open_limit_drops_further_first_messages() {
+    let (l, r) = tunnels("k", "k");
+    let config = EndpointConfig {
+        max_half_open: 1,
+        ..EndpointConfig::default()
+    };
+    let mut net = Net::with_config(l, r, 20, config);
+    // Hold back everything after MM1, then replay MM1 with a different initiator cookie.
+    net.filter = Box::new(|n, _, d| if n == 1 { vec![d.to_vec()] } else { vec![] });
+    net.initiate();
+    net.run_for(Duration::from_millis(20));
+    let mm1 = net.left.sent[0].3.clone();
+    let mut other = mm1.clone();
+    other[0] ^= 1;
+    let now = net.now;
+    net.right
+        .ep
+        .handle_datagram(now, addr("192.0.2.2:500"), addr("192.0.2.1:500"), &other);
+    assert_eq!(net.right.sent.len(), 1, "MM2 for the first MM1");
+    assert!(net.right.ep.poll_transmit().is_none(), "no answer to the second MM1");
+}

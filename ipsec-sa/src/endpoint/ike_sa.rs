@@ -1268,11 +1268,20 @@ impl IkeSa {
     }
 
     /// Asks for another ESP SA pair: now if phase 1 is up, else once it is.
+    /// Idempotent: nothing happens while a pair for the tunnel's selectors exists or is
+    /// being negotiated (rekeying starts its Quick Modes directly).
     pub(super) fn request_child(&mut self, cx: &mut Cx<'_>, config: &TunnelConfig) {
-        if self.is_established() {
+        let wanted = (config.local_ts.first(), config.remote_ts.first());
+        let have = self
+            .children
+            .iter()
+            .any(|c| (Some(&c.local_ts), Some(&c.remote_ts)) == wanted);
+        if have || self.quick_modes_in_progress() > 0 {
+            debug!(tunnel = %self.tunnel, have, "ESP SA pair exists or is being negotiated");
+        } else if self.is_established() {
             self.start_quick_mode(cx, config);
         } else {
-            self.pending_children = self.pending_children.saturating_add(1);
+            self.pending_children = 1;
         }
     }
 
@@ -1359,10 +1368,13 @@ impl IkeSa {
                 let seq = <[u8; 4]>::try_from(n.data.as_slice())
                     .map(u32::from_be_bytes)
                     .ok();
-                if let (Some(seq), Some((want, _))) = (seq, self.dpd.outstanding) {
-                    if seq == want {
-                        self.dpd.outstanding = None;
-                    }
+                // Any of our recent probes may be the one answered (RFC 3706 section 7).
+                let recent =
+                    seq.is_some_and(|s| self.dpd.next_seq.wrapping_sub(s).wrapping_sub(1) < 16);
+                if recent {
+                    self.dpd.outstanding = None;
+                } else {
+                    debug!(tunnel = %self.tunnel, ?seq, "ignoring R-U-THERE-ACK for no probe of ours");
                 }
             }
             notify::INITIAL_CONTACT => debug!(tunnel = %self.tunnel, "peer sent INITIAL-CONTACT"),

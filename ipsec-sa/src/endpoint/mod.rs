@@ -7,11 +7,13 @@
 //! 5.5) or an Informational exchange (section 5.7). An unsolicited first Main Mode message
 //! is matched to a tunnel by the peer's address; nothing else creates state.
 //!
-//! Supported: Main Mode with pre-shared keys in both roles, NAT traversal (RFC 3947 and
-//! draft-ietf-ipsec-nat-t-ike-02) including the float to UDP 4500, Quick Mode with or
-//! without PFS in both roles, Delete and DPD R-U-THERE from the peer (RFC 3706),
-//! retransmission with back-off. Not yet: Aggressive Mode, certificates, phase-1 or
-//! phase-2 rekeying before expiry, sending DPD probes.
+//! Supported, in both roles: Main Mode and Aggressive Mode with pre-shared keys (RFC 2409
+//! section 5.4), NAT traversal (RFC 3947 and draft-ietf-ipsec-nat-t-ike-02) including the
+//! float to UDP 4500 and NAT-keepalives (RFC 3948), Quick Mode with or without PFS,
+//! RESPONDER-LIFETIME, Delete in both directions, INITIAL-CONTACT, dead peer detection
+//! (RFC 3706: answering and probing), retransmission with back-off, ESP SA rekeying
+//! before expiry and ISAKMP SA renewal. Not supported: certificates and signatures,
+//! XAUTH/mode config, IPv6 outer addresses have had no interop test, commit bit.
 //!
 //! # Driving it
 //!
