@@ -662,6 +662,50 @@ fn dpd_probes_are_answered_and_a_silent_peer_is_declared_dead() {
         .events
         .iter()
         .any(|e| matches!(e, Event::PeerDead { .. })));
+    assert_eq!(
+        count(&net.left.events, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        )),
+        1
+    );
+    assert_eq!(net.left.ep.tunnel_state(net.left.tunnel), TunnelState::Idle);
+}
+
+#[test]
+fn dpd_restart_renegotiates_when_the_peer_comes_back() {
+    let (mut l, r) = tunnels("k", "k");
+    l.dpd = Some(DpdConfig {
+        delay: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+        action: DpdAction::Restart,
+    });
+    let mut net = Net::new(l, r, 21);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    established(&net);
+
+    // The right side is unreachable for a while, then back.
+    net.filter = Box::new(|_, side, d| {
+        if side == Side::Right {
+            vec![]
+        } else {
+            vec![d.to_vec()]
+        }
+    });
+    net.run_for(Duration::from_secs(60));
+    assert!(net
+        .left
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDead { .. })));
+    net.filter = Box::new(|_, _, d| vec![d.to_vec()]);
+    net.run_for(Duration::from_secs(100));
+    assert_eq!(children(&net.left.events).len(), 2);
+    assert!(matches!(
+        net.left.ep.tunnel_state(net.left.tunnel),
+        TunnelState::Phase1Up { child_sas: 1, .. }
+    ));
 }
 
 #[test]
@@ -950,5 +994,8 @@ fn half_open_limit_drops_further_first_messages() {
         .ep
         .handle_datagram(now, addr("192.0.2.2:500"), addr("192.0.2.1:500"), &other);
     assert_eq!(net.right.sent.len(), 1, "MM2 for the first MM1");
-    assert!(net.right.ep.poll_transmit().is_none(), "no answer to the second MM1");
+    assert!(
+        net.right.ep.poll_transmit().is_none(),
+        "no answer to the second MM1"
+    );
 }

@@ -184,7 +184,8 @@ impl Default for Phase2Config {
 pub enum DpdAction {
     /// Delete the SAs and report [`Event::PeerDead`](super::Event::PeerDead).
     Clear,
-    /// Delete the SAs, report, and start a new phase 1 at once.
+    /// Delete the SAs, report, and start a new Main Mode (and Quick Mode) at once; it
+    /// retransmits and fails like any other until the peer is back.
     Restart,
 }
 

@@ -1629,7 +1629,8 @@ impl IkeSa {
                     tunnel: self.tunnel,
                 });
                 if dpd.action == DpdAction::Restart {
-                    debug!(tunnel = %self.tunnel, "DPD action restart: the caller re-initiates on PeerDead");
+                    info!(tunnel = %self.tunnel, "DPD action restart: starting a new Main Mode");
+                    self.actions.push(SaAction::Initiate { with_child: true });
                 }
                 self.close(cx);
             }
