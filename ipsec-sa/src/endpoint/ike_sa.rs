@@ -7,7 +7,7 @@
 
 #![expect(
     clippy::result_large_err,
-    reason = "a rejected transition hands its state back by value; this happens once per received message, so the move costs nothing that matters"
+    reason = "a rejected transition hands its state back by value, once per message"
 )]
 
 use std::net::SocketAddr;
@@ -826,7 +826,11 @@ impl IkeSa {
             return Self::respond_aggressive(cx, tunnel, config, local, remote, msg, datagram);
         }
         if config.phase1.mode != super::Phase1Mode::Main {
-            warn!(%tunnel, %remote, "refusing Main Mode: the tunnel is configured for Aggressive Mode");
+            warn!(
+                %tunnel,
+                %remote,
+                "refusing Main Mode: the tunnel is configured for Aggressive Mode",
+            );
             return None;
         }
         let mut sa = Self::new(tunnel, Role::Responder, local, remote);
@@ -1118,7 +1122,11 @@ impl IkeSa {
     fn authentication_failed(&mut self, e: PeerMisbehaved) -> Rejected {
         self.undecryptable += 1;
         if self.undecryptable == 1 {
-            warn!(tunnel = %self.tunnel, error = %e, "dropping message; waiting for a retransmission");
+            warn!(
+                tunnel = %self.tunnel,
+                error = %e,
+                "dropping message; waiting for a retransmission",
+            );
             Rejected::Ignore(e.to_string())
         } else {
             e.into()
@@ -1215,7 +1223,12 @@ impl IkeSa {
             }
             Err((state, Rejected::Ignore(why))) => {
                 self.state = state;
-                debug!(tunnel = %self.tunnel, state = self.state.name(), %why, "dropping phase-1 message");
+                debug!(
+                    tunnel = %self.tunnel,
+                    state = self.state.name(),
+                    %why,
+                    "dropping phase-1 message",
+                );
             }
             Err((state, Rejected::Fatal(reason))) => {
                 self.state = state;
@@ -1309,7 +1322,11 @@ impl IkeSa {
             {
                 Ok(c) => c,
                 Err(error) => {
-                    debug!(tunnel = %self.tunnel, %error, "dropping malformed informational message");
+                    debug!(
+                        tunnel = %self.tunnel,
+                        %error,
+                        "dropping malformed informational message",
+                    );
                     return;
                 }
             }
@@ -1374,7 +1391,11 @@ impl IkeSa {
                 if recent {
                     self.dpd.outstanding = None;
                 } else {
-                    debug!(tunnel = %self.tunnel, ?seq, "ignoring R-U-THERE-ACK for no probe of ours");
+                    debug!(
+                        tunnel = %self.tunnel,
+                        ?seq,
+                        "ignoring R-U-THERE-ACK for no probe of ours",
+                    );
                 }
             }
             notify::INITIAL_CONTACT => debug!(tunnel = %self.tunnel, "peer sent INITIAL-CONTACT"),
@@ -1405,7 +1426,12 @@ impl IkeSa {
                 }
             }
             _ => {
-                debug!(tunnel = %self.tunnel, notify = notify::name(t), code = t, "ignoring notification")
+                debug!(
+                    tunnel = %self.tunnel,
+                    notify = notify::name(t),
+                    code = t,
+                    "ignoring notification",
+                )
             }
         }
     }
@@ -1431,10 +1457,18 @@ impl IkeSa {
                         .iter()
                         .position(|c| c.outbound == spi || c.inbound == spi)
                     else {
-                        debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"), "Delete for an unknown SPI");
+                        debug!(
+                            tunnel = %self.tunnel,
+                            spi = format_args!("{spi:08x}"),
+                            "Delete for an unknown SPI",
+                        );
                         continue;
                     };
-                    info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"), "peer deleted an ESP SA pair");
+                    info!(
+                        tunnel = %self.tunnel,
+                        spi = format_args!("{spi:08x}"),
+                        "peer deleted an ESP SA pair",
+                    );
                     self.drop_child(cx, pos, false);
                 }
             }
@@ -1566,7 +1600,10 @@ impl IkeSa {
                 }
                 Timer::Phase1Expire => self.expire_phase1(cx),
                 Timer::Phase1Rekey => {
-                    info!(tunnel = %self.tunnel, "ISAKMP SA nears its lifetime: starting a new Main Mode");
+                    info!(
+                        tunnel = %self.tunnel,
+                        "ISAKMP SA nears its lifetime: starting a new Main Mode",
+                    );
                     self.actions.push(SaAction::Initiate { with_child: false });
                 }
                 Timer::ChildRekey(spi) => {
@@ -1582,7 +1619,11 @@ impl IkeSa {
                 }
                 Timer::ChildExpire(spi) => {
                     if let Some(pos) = self.children.iter().position(|c| c.inbound == spi) {
-                        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"), "ESP SA pair expired");
+                        info!(
+                            tunnel = %self.tunnel,
+                            spi = format_args!("{spi:08x}"),
+                            "ESP SA pair expired",
+                        );
                         self.drop_child(cx, pos, true);
                     }
                 }
@@ -1601,7 +1642,12 @@ impl IkeSa {
             return;
         }
         r.sent += 1;
-        debug!(tunnel = %self.tunnel, awaiting = self.state.awaiting(), sent = r.sent, "retransmitting");
+        debug!(
+            tunnel = %self.tunnel,
+            awaiting = self.state.awaiting(),
+            sent = r.sent,
+            "retransmitting",
+        );
         cx.transmits.push_back(r.transmit.clone());
         let wait = cx.config.retransmit.interval(r.sent);
         self.timers.set(Timer::Phase1Retransmit, cx.now + wait);

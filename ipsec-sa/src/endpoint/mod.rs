@@ -21,7 +21,7 @@
 //! loop {
 //!     handle_datagram(now, local, remote, bytes)   for each ISAKMP message received
 //!     handle_timeout(now)                          when poll_timeout() has passed
-//!     while let Some(t) = poll_transmit() { send t.payload (after 4 zero bytes if t.non_esp_marker) }
+//!     while let Some(t) = poll_transmit() { send t.payload, after 4 zero bytes if non_esp_marker }
 //!     while let Some(e) = poll_event()    { install / remove SAs, log }
 //! }
 //! ```

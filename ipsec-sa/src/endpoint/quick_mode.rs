@@ -10,7 +10,7 @@
 
 #![expect(
     clippy::result_large_err,
-    reason = "a rejected transition hands its state back by value; this happens once per received message, so the move costs nothing that matters"
+    reason = "a rejected transition hands its state back by value, once per message"
 )]
 
 use std::time::Duration;
@@ -323,7 +323,12 @@ impl IkeSa {
                 qm.abandon(cx);
                 self.timers.stop(Timer::QuickModeRetransmit(m));
                 self.timers.set(Timer::QuickModeLinger(m), linger);
-                warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %reason, "Quick Mode failed");
+                warn!(
+                    tunnel = %self.tunnel,
+                    message_id = format_args!("{m:08x}"),
+                    %reason,
+                    "Quick Mode failed",
+                );
                 if let FailureReason::Peer(e) = &reason {
                     self.send_protected_error(cx, e.notify_type(), Vec::new());
                 }
@@ -395,7 +400,11 @@ impl IkeSa {
                     message::after_first(&plain, &raw),
                 );
                 if !expected.ct_eq(h.body) {
-                    warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), "QM2 HASH(2) did not verify");
+                    warn!(
+                        tunnel = %self.tunnel,
+                        message_id = format_args!("{m:08x}"),
+                        "QM2 HASH(2) did not verify",
+                    );
                     return Err((s, Rejected::Ignore("HASH(2) did not verify".into())));
                 }
             }
@@ -550,10 +559,20 @@ impl IkeSa {
                 });
             }
             Err(Rejected::Ignore(why)) => {
-                debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %why, "dropping QM1");
+                debug!(
+                    tunnel = %self.tunnel,
+                    message_id = format_args!("{m:08x}"),
+                    %why,
+                    "dropping QM1",
+                );
             }
             Err(Rejected::Fatal(reason)) => {
-                warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), %reason, "refusing QM1");
+                warn!(
+                    tunnel = %self.tunnel,
+                    message_id = format_args!("{m:08x}"),
+                    %reason,
+                    "refusing QM1",
+                );
                 if let FailureReason::Peer(e) = &reason {
                     self.send_protected_error(cx, e.notify_type(), Vec::new());
                 }
@@ -599,7 +618,11 @@ impl IkeSa {
                     message::after_first(&plain, &raw),
                 );
                 if !expected.ct_eq(h.body) {
-                    warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), "QM1 HASH(1) did not verify");
+                    warn!(
+                        tunnel = %self.tunnel,
+                        message_id = format_args!("{m:08x}"),
+                        "QM1 HASH(1) did not verify",
+                    );
                     return Err(Rejected::Ignore("HASH(1) did not verify".into()));
                 }
             }
@@ -644,8 +667,12 @@ impl IkeSa {
         }
         let (outbound_spi, mut choice) =
             proposal::choose_phase2(offer, &p2.proposals, p2.pfs_group, &modes)?;
-        debug!(tunnel = %self.tunnel, chosen = %proposal::describe_p2(&choice.proposal, choice.group),
-            encapsulation = choice.encapsulation, "QM1: choosing");
+        debug!(
+            tunnel = %self.tunnel,
+            chosen = %proposal::describe_p2(&choice.proposal, choice.group),
+            encapsulation = choice.encapsulation,
+            "QM1: choosing",
+        );
 
         let dh = p2.pfs_group.map(|g| DhPrivateKey::generate(g, &mut cx.rng));
         let g_qm_xy = match (&dh, &c.ke) {
@@ -764,7 +791,11 @@ impl IkeSa {
         match raw.first() {
             Some(h) if h.payload_type == PayloadType::HASH && expected.ct_eq(h.body) => {}
             _ => {
-                warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), "QM3 HASH(3) did not verify");
+                warn!(
+                    tunnel = %self.tunnel,
+                    message_id = format_args!("{m:08x}"),
+                    "QM3 HASH(3) did not verify",
+                );
                 return Err((s, Rejected::Ignore("HASH(3) did not verify".into())));
             }
         }
@@ -899,7 +930,12 @@ impl IkeSa {
             qm.abandon(cx);
             self.timers
                 .set(Timer::QuickModeLinger(m), cx.now + cx.config.linger);
-            warn!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), awaiting, "Quick Mode timed out");
+            warn!(
+                tunnel = %self.tunnel,
+                message_id = format_args!("{m:08x}"),
+                awaiting,
+                "Quick Mode timed out",
+            );
             cx.event(Event::Failed {
                 tunnel: self.tunnel,
                 reason: FailureReason::Timeout { awaiting, sent },
@@ -907,7 +943,12 @@ impl IkeSa {
             return;
         }
         r.sent += 1;
-        debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"), sent = r.sent, "retransmitting Quick Mode");
+        debug!(
+            tunnel = %self.tunnel,
+            message_id = format_args!("{m:08x}"),
+            sent = r.sent,
+            "retransmitting Quick Mode",
+        );
         cx.transmits.push_back(r.transmit.clone());
         let wait = cx.config.retransmit.interval(r.sent);
         self.timers
