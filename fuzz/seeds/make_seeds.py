@@ -5,6 +5,8 @@ isakmp_message/: every captured ISAKMP message; encrypted ones a second time wit
                  decrypted body in place of the ciphertext (same length, so the header
                  stays valid and the fuzzer reaches the payload decoders).
 payload_chain/:  first-payload-type byte followed by each message's (decrypted) chain.
+nat_translate/:  ipsec-nat's captured inner packets, also with mapped addresses.
+esp_dataplane/:  algorithm/mode bytes, then captured inner pings or ESP packets.
 
 Usage: python3 fuzz/seeds/make_seeds.py [path/to/shared/fixtures]
 """
@@ -35,4 +37,39 @@ for session in sorted(fixtures.glob("*/session.json")):
             out = here / target
             out.mkdir(exist_ok=True)
             (out / f"{name}.bin").write_bytes(data)
+# nat_translate/: the inner packets captured for ipsec-nat's tests, as they are and with
+# their addresses moved into the example table's mappings (checksums left stale on
+# purpose: the translator updates them incrementally either way).
+nat_data = here.parents[1] / "ipsec-nat" / "tests" / "data"
+mappings = [bytes([10, 1, 255, 92]), bytes([192, 168, 10, 15])]
+for path in sorted(nat_data.glob("*.hex")):
+    packet = bytes.fromhex(path.read_text().strip())
+    variants = [("", packet)]
+    if len(packet) >= 20:
+        for i, addr in enumerate(mappings):
+            variants.append((f"-src{i}", packet[:12] + addr + packet[16:]))
+            variants.append((f"-dst{i}", packet[:16] + addr + packet[20:]))
+    out = here / "nat_translate"
+    out.mkdir(exist_ok=True)
+    for suffix, data in variants:
+        if ("nat_translate", data) not in seen:
+            seen.add(("nat_translate", data))
+            (out / f"{path.stem}{suffix}.bin").write_bytes(data)
+
+# esp_dataplane/: [cipher, integrity, mode] then an inner packet (mode 0: the captured
+# pings from 10.1.0.0/24 to 10.2.0.0/24 under each algorithm pair) or an ESP packet
+# without its SPI (mode 1).
+for session in sorted(fixtures.glob("*/session.json")):
+    packets = json.loads(session.read_text()).get("esp_packets") or []
+    for n, e in enumerate(packets[:4]):
+        inner = bytes.fromhex(e["inner_ip_hex"])
+        seeds = [bytes([k, k, 0]) + inner for k in range(5)]
+        seeds.append(bytes([0, 0, 1]) + bytes.fromhex(e["esp_hex"])[4:])
+        out = here / "esp_dataplane"
+        out.mkdir(exist_ok=True)
+        for k, data in enumerate(seeds):
+            if ("esp_dataplane", data) not in seen:
+                seen.add(("esp_dataplane", data))
+                (out / f"{session.parent.name}-{n}-{k}.bin").write_bytes(data)
+
 print(f"wrote {len(seen)} seeds under {here}")

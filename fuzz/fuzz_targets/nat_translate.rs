@@ -1,0 +1,28 @@
+//! Static NAT of arbitrary inner packets (ipsec-nat): translating never panics, and a
+//! translation that succeeded can always be reversed.
+//!
+//! The restored bytes are not compared with the input: a forged checksum of 0xFFFF
+//! legitimately comes back as 0x0000 (documented in `ipsec_nat::NatTable::reverse`).
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+use ipsec_nat::fuzz_support::{example_table, translate_both_ways};
+use ipsec_nat::NatTable;
+use libfuzzer_sys::fuzz_target;
+
+static TABLE: OnceLock<NatTable> = OnceLock::new();
+
+fuzz_target!(|data: &[u8]| {
+    let table = TABLE.get_or_init(example_table);
+    let outcome = translate_both_ways(table, data);
+    for direction in [&outcome.outbound, &outcome.inbound] {
+        if direction.translated.is_ok() {
+            assert!(
+                matches!(direction.reversed, Some(Ok(_))),
+                "reverse failed after a successful translation: {direction:?}"
+            );
+        }
+    }
+});
