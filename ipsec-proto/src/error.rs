@@ -27,6 +27,9 @@ pub enum Part {
     Transform,
     /// A data attribute inside a Transform payload (RFC 2408 section 3.3).
     Attribute,
+    /// The SPI field of a proposal, notification or delete payload (RFC 2408 sections
+    /// 3.5, 3.14, 3.15).
+    Spi,
     /// The padding after the last payload of a decrypted body (RFC 2409 Appendix B).
     Padding,
     /// The 8-byte ESP header (RFC 4303 section 2).
@@ -48,6 +51,7 @@ impl core::fmt::Display for Part {
             Self::Proposal => f.write_str("proposal"),
             Self::Transform => f.write_str("transform"),
             Self::Attribute => f.write_str("attribute"),
+            Self::Spi => f.write_str("spi"),
             Self::Padding => f.write_str("padding"),
             Self::EspHeader => f.write_str("esp header"),
             Self::EspTrailer => f.write_str("esp trailer"),
@@ -244,6 +248,26 @@ pub enum EncodeError {
         part: Part,
         /// Its length in bytes.
         length: usize,
+    },
+    /// More elements than their count field can say (a proposal's 8-bit "# of
+    /// Transforms", a delete payload's 16-bit "# of SPIs").
+    #[error("{count} elements of {part} exceed the count field's limit of {limit}")]
+    TooMany {
+        /// Structure whose elements are counted.
+        part: Part,
+        /// Number of elements.
+        count: usize,
+        /// Largest value of the count field.
+        limit: usize,
+    },
+    /// A Delete payload's SPI differs in length from its SPI Size field (RFC 2408
+    /// section 3.15: all SPIs of one payload have the same size).
+    #[error("spi of {found} bytes in a delete payload whose spi size is {expected}")]
+    SpiSizeMismatch {
+        /// The SPI Size field.
+        expected: u8,
+        /// Length of the offending SPI.
+        found: usize,
     },
     /// The output buffer is shorter than the encoded form.
     #[error("{part} needs {needed} bytes of buffer, {available} given")]

@@ -609,3 +609,111 @@ fn error_messages_name_part_and_offset() {
         "Flags(0x03 E C)"
     );
 }
+
+#[test]
+fn reports_payload_longer_than_its_length_field() {
+    let mut out = Vec::new();
+    let result = ipsec_proto::isakmp::try_encode_payloads(
+        &[Payload::KeyExchange(vec![0; 65_532])],
+        &mut out,
+    );
+    assert_eq!(
+        result,
+        Err(ipsec_proto::EncodeError::TooLong {
+            part: Part::Payload {
+                payload_type: PayloadType::KEY_EXCHANGE,
+                index: 0
+            },
+            length: 65_536
+        })
+    );
+    // One byte less fits exactly.
+    out.clear();
+    let fits = ipsec_proto::isakmp::try_encode_payloads(
+        &[Payload::KeyExchange(vec![0; 65_531])],
+        &mut out,
+    );
+    assert_eq!(fits, Ok(PayloadType::KEY_EXCHANGE));
+    assert_eq!(&out[2..4], &[0xff, 0xff]);
+}
+
+#[test]
+fn reports_inconsistent_counts_and_spi_sizes() {
+    use ipsec_proto::isakmp::{DeletePayload, NotifyPayload};
+    use ipsec_proto::EncodeError;
+
+    let delete = Payload::Delete(DeletePayload {
+        doi: DOI_IPSEC,
+        protocol_id: ProtocolId::IPSEC_ESP,
+        spi_size: 4,
+        spis: vec![vec![1, 2, 3, 4], vec![5, 6, 7]],
+    });
+    assert_eq!(
+        delete.try_encode_body(&mut Vec::new()),
+        Err(EncodeError::SpiSizeMismatch {
+            expected: 4,
+            found: 3
+        })
+    );
+
+    let notify = Payload::Notification(NotifyPayload {
+        doi: DOI_IPSEC,
+        protocol_id: ProtocolId::ISAKMP,
+        notify_type: NotifyType::R_U_THERE,
+        spi: vec![0; 256],
+        data: vec![],
+    });
+    assert_eq!(
+        notify.try_encode_body(&mut Vec::new()),
+        Err(EncodeError::TooLong {
+            part: Part::Spi,
+            length: 256
+        })
+    );
+
+    let mut sa = sa();
+    let t = sa.proposals[0].transforms[0].clone();
+    sa.proposals[0].transforms = vec![t; 256];
+    assert_eq!(
+        Payload::Sa(sa).try_encode_body(&mut Vec::new()),
+        Err(EncodeError::TooMany {
+            part: Part::Transform,
+            count: 256,
+            limit: 255
+        })
+    );
+}
+
+#[test]
+fn reports_esp_buffers_too_short() {
+    use ipsec_proto::esp::Trailer;
+    use ipsec_proto::EncodeError;
+
+    let header = EspHeader {
+        spi: 0x0102_0304,
+        sequence_number: 1,
+    };
+    assert_eq!(
+        header.encode(&mut [0; 7]),
+        Err(EncodeError::BufferTooShort {
+            part: Part::EspHeader,
+            needed: 8,
+            available: 7
+        })
+    );
+    let trailer = Trailer {
+        pad_len: 3,
+        next_header: 4,
+    };
+    assert_eq!(
+        trailer.encode(&mut [0; 4]),
+        Err(EncodeError::BufferTooShort {
+            part: Part::EspTrailer,
+            needed: 5,
+            available: 4
+        })
+    );
+    let mut buf = [0; 5];
+    trailer.encode(&mut buf).unwrap();
+    assert_eq!(buf, [1, 2, 3, 3, 4]);
+}

@@ -297,9 +297,13 @@ impl Payload {
         out
     }
 
-    /// Like [`Self::encode_body`], but reports a proposal, transform or attribute that
-    /// does not fit its 16-bit length field.
+    /// Like [`Self::encode_body`], but reports a value its length or count field cannot
+    /// express (a proposal, transform or attribute over 65535 bytes, an SPI over 255
+    /// bytes, more than 255 transforms or 65535 SPIs) or a Delete payload whose SPIs
+    /// differ from its SPI size. The bytes are written either way, with the offending
+    /// field saturated.
     pub fn try_encode_body(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut result = Ok(());
         match self {
             Self::Sa(sa) => return sa.encode(out),
             Self::KeyExchange(data)
@@ -324,7 +328,7 @@ impl Payload {
             Self::Notification(n) => {
                 out.extend_from_slice(&n.doi.to_be_bytes());
                 out.push(n.protocol_id.0);
-                out.push(u8::try_from(n.spi.len()).unwrap_or(u8::MAX));
+                out.push(spi_size(&n.spi, &mut result));
                 out.extend_from_slice(&n.notify_type.0.to_be_bytes());
                 out.extend_from_slice(&n.spi);
                 out.extend_from_slice(&n.data);
@@ -333,9 +337,28 @@ impl Payload {
                 out.extend_from_slice(&d.doi.to_be_bytes());
                 out.push(d.protocol_id.0);
                 out.push(d.spi_size);
-                let count = u16::try_from(d.spis.len()).unwrap_or(u16::MAX);
+                let count = u16::try_from(d.spis.len()).unwrap_or_else(|_| {
+                    keep_first(
+                        &mut result,
+                        EncodeError::TooMany {
+                            part: Part::Spi,
+                            count: d.spis.len(),
+                            limit: usize::from(u16::MAX),
+                        },
+                    );
+                    u16::MAX
+                });
                 out.extend_from_slice(&count.to_be_bytes());
                 for spi in &d.spis {
+                    if spi.len() != usize::from(d.spi_size) {
+                        keep_first(
+                            &mut result,
+                            EncodeError::SpiSizeMismatch {
+                                expected: d.spi_size,
+                                found: spi.len(),
+                            },
+                        );
+                    }
                     out.extend_from_slice(spi);
                 }
             }
@@ -347,8 +370,29 @@ impl Payload {
                 out.extend_from_slice(address);
             }
         }
-        Ok(())
+        result
     }
+}
+
+/// Records `error` unless an earlier one is already recorded.
+fn keep_first(result: &mut Result<(), EncodeError>, error: EncodeError) {
+    if result.is_ok() {
+        *result = Err(error);
+    }
+}
+
+/// The SPI Size byte for `spi`, saturated (and reported) above 255.
+fn spi_size(spi: &[u8], result: &mut Result<(), EncodeError>) -> u8 {
+    u8::try_from(spi.len()).unwrap_or_else(|_| {
+        keep_first(
+            result,
+            EncodeError::TooLong {
+                part: Part::Spi,
+                length: spi.len(),
+            },
+        );
+        u8::MAX
+    })
 }
 
 impl SaPayload {
@@ -375,8 +419,18 @@ impl Proposal {
         out.extend_from_slice(&[0, 0, 0]);
         out.push(self.number);
         out.push(self.protocol_id.0);
-        out.push(u8::try_from(self.spi.len()).unwrap_or(u8::MAX));
-        out.push(u8::try_from(self.transforms.len()).unwrap_or(u8::MAX));
+        out.push(spi_size(&self.spi, &mut result));
+        out.push(u8::try_from(self.transforms.len()).unwrap_or_else(|_| {
+            keep_first(
+                &mut result,
+                EncodeError::TooMany {
+                    part: Part::Transform,
+                    count: self.transforms.len(),
+                    limit: usize::from(u8::MAX),
+                },
+            );
+            u8::MAX
+        }));
         out.extend_from_slice(&self.spi);
         for (i, transform) in self.transforms.iter().enumerate() {
             let last = i.saturating_add(1) == self.transforms.len();
