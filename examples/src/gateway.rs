@@ -137,6 +137,8 @@ struct Gateway {
     by_id: HashMap<TunnelId, usize>,
     by_policy: HashMap<PolicyId, usize>,
     keys: Option<KeyLog>,
+    /// Where each installed pair's ESP goes (by inbound SPI), to notice a NAT rebinding.
+    esp_peers: HashMap<u32, SocketAddr>,
     started: Instant,
     /// Set on SIGTERM: no more retries.
     stopping: bool,
@@ -253,6 +255,7 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
         by_id,
         by_policy,
         keys,
+        esp_peers: HashMap::new(),
         started: now,
         stopping: false,
     };
@@ -425,6 +428,7 @@ impl Gateway {
                 outbound_spi,
             } => {
                 let removed = self.dataplane.remove_pair(inbound_spi);
+                self.esp_peers.remove(&inbound_spi);
                 let Some(i) = tunnel_of(&tunnel) else { return };
                 let Some(t) = self.tunnels.get_mut(i) else {
                     return;
@@ -496,6 +500,7 @@ impl Gateway {
                     encapsulation = ?pair.encapsulation, local_ts = %pair.local_ts,
                     remote_ts = %pair.remote_ts, remote = %pair.remote, "ESP SA pair established");
                 t.pairs.push((pair.inbound.spi, pair.outbound.spi));
+                self.esp_peers.insert(pair.inbound.spi, pair.remote);
                 t.retry_delay = RETRY_FIRST;
                 t.last_error = None;
                 t.set_phase(Phase::Up, now);
@@ -561,6 +566,7 @@ impl Gateway {
                 match self.dataplane.decapsulate(packet) {
                     Ok(inbound) => {
                         self.endpoint.traffic_seen(inbound.spi, now);
+                        self.follow_nat_rebinding(inbound.spi, remote);
                         if let Some(inner) = packet.get_mut(inbound.inner) {
                             // Static NAT after the selector check (source remote -> local).
                             if !self.static_nat_inbound(inbound.policy, inner) {
@@ -600,6 +606,25 @@ impl Gateway {
                     Err(_) => {} // counted and logged at debug by the data plane
                 }
             }
+        }
+    }
+
+    /// An authenticated ESP-in-UDP packet came from another address or port than the pair
+    /// sends to: the peer's NAT mapping changed, so send there from now on (RFC 3948
+    /// section 2.2 leaves following it to the implementation; only packets that passed the
+    /// ICV check can move it, so a forged packet cannot redirect the tunnel).
+    fn follow_nat_rebinding(&mut self, inbound_spi: u32, remote: SocketAddr) {
+        // Raw ESP has no port (we record port 0); only ESP in UDP can rebind.
+        if remote.port() == 0 {
+            return;
+        }
+        let Some(known) = self.esp_peers.get_mut(&inbound_spi) else {
+            return;
+        };
+        if *known != remote && self.dataplane.set_remote(inbound_spi, remote) {
+            info!(inbound_spi = format_args!("{inbound_spi:#010x}"), from = %*known, to = %remote,
+                "peer's NAT mapping moved; ESP now goes to the new address");
+            *known = remote;
         }
     }
 
@@ -1056,4 +1081,143 @@ async fn read_tun(tun: Arc<tun_rs::AsyncDevice>, tx: mpsc::Sender<Input>) {
 async fn recv_error(what: &str, e: &std::io::Error) {
     debug!("{what} receive error: {e}");
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipsec_crypto::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm};
+
+    const TUNNEL: &str = r#"
+[[tunnel]]
+name = "lab"
+local_address = "192.0.2.1"
+remote_address = "192.0.2.2"
+local_subnets = ["10.1.0.0/24"]
+remote_subnets = ["10.2.0.0/24", "10.3.0.0/24"]
+psk = { inline = "lab-key" }
+[tunnel.phase1]
+encryption = ["aes256", "aes128"]
+authentication = ["sha256"]
+dh_group = [14, 15]
+lifetime_seconds = 3600
+remote_id = "@peer.example"
+[tunnel.phase2]
+encryption = ["aes128"]
+authentication = ["sha1", "sha256"]
+pfs_group = 15
+lifetime_seconds = 1200
+[tunnel.dpd]
+delay_seconds = 5
+timeout_seconds = 20
+action = "clear"
+[tunnel.static_nat]
+subnets = ["10.1.255.88/29"]
+entries = [{ name = "web", local = "10.1.255.92", remote = "10.2.0.15" }]
+"#;
+
+    fn tunnel(text: &str) -> config::Tunnel {
+        let cfg = config::parse(text, Path::new("t.toml")).unwrap();
+        cfg.tunnels.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn endpoint_config_carries_every_setting() {
+        let tc = to_endpoint_config(&tunnel(TUNNEL)).unwrap();
+        assert_eq!(tc.name, "lab");
+        assert_eq!(tc.local_addr, "192.0.2.1:500".parse().unwrap());
+        assert_eq!(tc.remote_addr, "192.0.2.2:500".parse().unwrap());
+        assert_eq!(tc.psk.expose(), b"lab-key");
+        assert_eq!(tc.phase1.proposals.len(), 4);
+        assert_eq!(
+            tc.phase1.proposals[1],
+            endpoint::Phase1Proposal {
+                encryption: EncryptionAlgorithm::AesCbc256,
+                hash: HashAlgorithm::Sha256,
+                group: DhGroup::Modp3072,
+            }
+        );
+        assert_eq!(
+            tc.phase1.local_id,
+            Some(endpoint::Identity::Address("192.0.2.1".parse().unwrap()))
+        );
+        assert_eq!(
+            tc.phase1.remote_id,
+            Some(endpoint::Identity::Fqdn("peer.example".into()))
+        );
+        assert_eq!(tc.phase1.lifetime, Duration::from_secs(3600));
+        assert_eq!(
+            tc.phase2.proposals,
+            vec![
+                endpoint::Phase2Proposal {
+                    encryption: EncryptionAlgorithm::AesCbc128,
+                    integrity: IntegrityAlgorithm::HmacSha1_96
+                },
+                endpoint::Phase2Proposal {
+                    encryption: EncryptionAlgorithm::AesCbc128,
+                    integrity: IntegrityAlgorithm::HmacSha256_128
+                },
+            ]
+        );
+        assert_eq!(tc.phase2.pfs_group, Some(DhGroup::Modp3072));
+        assert_eq!(tc.phase2.lifetime, Duration::from_secs(1200));
+        assert_eq!(tc.local_ts.len(), 1);
+        assert_eq!(tc.remote_ts.len(), 2);
+        assert_eq!(
+            tc.dpd,
+            Some(endpoint::DpdConfig {
+                delay: Duration::from_secs(5),
+                timeout: Duration::from_secs(20),
+                action: endpoint::DpdAction::Clear,
+            })
+        );
+        assert!(tc.nat_traversal);
+    }
+
+    #[test]
+    fn dpd_action_none_only_answers_probes() {
+        let tc = to_endpoint_config(&tunnel(&TUNNEL.replace("\"clear\"", "\"none\""))).unwrap();
+        assert_eq!(tc.dpd, None);
+    }
+
+    #[test]
+    fn rejects_aggressive_mode_until_implemented() {
+        let text = TUNNEL.replace(
+            "[tunnel.phase1]\n",
+            "[tunnel.phase1]\nmode = \"aggressive\"\n",
+        );
+        let err = to_endpoint_config(&tunnel(&text)).unwrap_err();
+        assert_eq!(
+            err,
+            "phase1.mode: aggressive mode is not implemented by ipsec-sa yet; use main"
+        );
+    }
+
+    #[test]
+    fn limitations_name_unnegotiated_subnet_pairs() {
+        let notes = limitations(&tunnel(TUNNEL));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("(10.1.0.0/24 <-> 10.2.0.0/24)"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn routes_cover_remote_and_static_nat_subnets() {
+        let t = tunnel(TUNNEL);
+        let routed: Vec<String> = routed_subnets(&t).map(ToString::to_string).collect();
+        assert_eq!(routed, vec!["10.2.0.0/24", "10.3.0.0/24", "10.1.255.88/29"]);
+    }
+
+    #[test]
+    fn ipv4_destination_reads_the_header() {
+        let mut p = [0u8; 20];
+        p[0] = 0x45;
+        p[16..20].copy_from_slice(&[10, 2, 0, 10]);
+        assert_eq!(ipv4_destination(&p), Some(IpAddr::from([10, 2, 0, 10])));
+        p[0] = 0x60;
+        assert_eq!(ipv4_destination(&p), None);
+        assert_eq!(ipv4_destination(&p[..10]), None);
+    }
 }
