@@ -39,7 +39,7 @@ pub fn example_table() -> NatTable {
 pub struct FuzzDirection {
     /// The result of translating a copy of the input.
     pub translated: Result<Translation, NatError>,
-    /// The result of reversing that translation, when it succeeded.
+    /// The result of reversing that translation, when it succeeded and rewrote the packet.
     pub reversed: Option<Result<Translation, NatError>>,
     /// Whether translating and reversing gave back the input bytes exactly. Expected to be
     /// true except when the input holds a checksum of 0xFFFF where a full computation
@@ -70,12 +70,60 @@ pub fn translate_both_ways(table: &NatTable, data: &[u8]) -> FuzzOutcome {
 fn one_way(table: &NatTable, direction: Direction, data: &[u8]) -> FuzzDirection {
     let mut copy = data.to_vec();
     let translated = table.translate(direction, &mut copy);
+    // Only a packet that was rewritten has anything to undo. An untranslated packet may
+    // match the table the other way round (its source is a remote address, say), and
+    // "reversing" it would rewrite a packet that was never translated.
     let reversed = translated
-        .is_ok()
+        .as_ref()
+        .is_ok_and(Translation::is_translated)
         .then(|| table.reverse(direction, &mut copy));
     FuzzDirection {
         translated,
         reversed,
         restored: copy == data,
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    use super::*;
+
+    /// Found by the `nat_translate` fuzz target: a UDP packet from a remote address with a
+    /// cut-off UDP header, going outbound to an address with no entry. Outbound leaves it
+    /// alone; "reversing" that no-op used to rewrite its source and fail on the UDP header.
+    #[test]
+    fn untranslated_packet_is_not_reversed() {
+        let mut packet = vec![
+            0x45, 0, 0, 23, 0, 0, 0x40, 0, 0x40, 17, 0, 0, 192, 168, 10, 15, 10, 1, 255, 69,
+        ];
+        packet.extend_from_slice(&[0x12, 0x34, 0x56]);
+        let outcome = translate_both_ways(&example_table(), &packet);
+        assert_eq!(outcome.outbound.translated, Ok(Translation::NOT_TRANSLATED));
+        assert_eq!(outcome.outbound.reversed, None);
+        assert!(outcome.outbound.restored);
+    }
+
+    /// The fuzzer's original input (IHL 11, total length 47, UDP header cut short): the
+    /// invariant the fuzz target asserts holds in both directions.
+    #[test]
+    fn fuzz_input_11faedb4_keeps_the_reverse_invariant() {
+        let data = [
+            0x4b, 0x00, 0x00, 0x2f, 0xb7, 0x77, 0x40, 0x00, 0x40, 0x11, 0xa1, 0x4d, 0x00, 0x1b,
+            0x65, 0x6e, 0xc0, 0xa8, 0x0a, 0x0f, 0x0a, 0x01, 0xff, 0x45, 0x00, 0x00, 0x3c, 0x3c,
+            0x00, 0x00, 0x00, 0x40, 0x06, 0x42, 0x31, 0x0a, 0x4d, 0x00, 0x02, 0x0a, 0x01, 0xff,
+            0x5c, 0xb7, 0x8e, 0x1e, 0x61, 0x5d, 0x54, 0xdf, 0x96, 0x00, 0x00, 0x2b, 0x2b, 0x2b,
+            0x2b, 0x2b, 0x2b, 0xec, 0x85, 0x2b, 0x2b, 0x2b, 0x2b, 0x2b, 0x2b, 0x2b, 0x2b, 0x2b,
+            0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x71, 0x6c, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4,
+            0x2f, 0x02, 0x08, 0x5c, 0x0a, 0x4d, 0x03, 0x03, 0x11, 0x02, 0x40, 0xf0, 0xa9, 0xa9,
+            0xa9, 0x9f, 0x01, 0xbc, 0x40, 0x14, 0xe9, 0x0f, 0x00, 0xa8, 0x44, 0xc0, 0xff, 0x69,
+            0x0a, 0xff, 0xa8, 0x0a, 0x0f, 0xfd, 0xff, 0xff, 0xff, 0x0a, 0x4d, 0x00, 0x1b, 0x65,
+            0x0a,
+        ];
+        let outcome = translate_both_ways(&example_table(), &data);
+        for direction in [&outcome.outbound, &outcome.inbound] {
+            if direction.translated.is_ok() {
+                assert!(!matches!(direction.reversed, Some(Err(_))), "{direction:?}");
+            }
+        }
     }
 }
