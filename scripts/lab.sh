@@ -279,6 +279,8 @@ lab_gateway_config() {
 [gateway]
 tun_name = "ipgw0"
 control_socket = "$LAB_DIR/ipsec-gateway.sock"
+# Lab values, like charon's: a failure shows within seconds.
+retransmit = { initial_ms = 500, max_interval_ms = 2000, tries = 3 }
 
 [[tunnel]]
 name = "lab"

@@ -88,6 +88,15 @@ struct RawGateway {
     tun_name: Option<String>,
     mtu: Option<u16>,
     control_socket: Option<PathBuf>,
+    retransmit: Option<RawRetransmit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetransmit {
+    initial_ms: u64,
+    max_interval_ms: u64,
+    tries: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,8 +208,22 @@ pub(crate) struct Config {
     pub(crate) mtu: u16,
     /// Where `ipsec-gateway status` connects; `None` disables the control socket.
     pub(crate) control_socket: Option<PathBuf>,
+    /// IKE retransmission schedule; `None` keeps the endpoint's default.
+    pub(crate) retransmit: Option<Retransmit>,
     /// The tunnels, in file order.
     pub(crate) tunnels: Vec<Tunnel>,
+}
+
+/// How IKE requests are resent: after `initial`, doubling up to `max_interval`, `tries`
+/// times, then the exchange fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Retransmit {
+    /// First wait.
+    pub(crate) initial: std::time::Duration,
+    /// Longest wait.
+    pub(crate) max_interval: std::time::Duration,
+    /// Resends before giving up.
+    pub(crate) tries: u32,
 }
 
 /// When a tunnel's SAs are negotiated.
@@ -460,11 +483,50 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         tunnels.push(tunnel);
     }
 
+    let retransmit = raw
+        .gateway
+        .retransmit
+        .map(validate_retransmit)
+        .transpose()?;
     Ok(Config {
         tun_name,
         mtu,
         control_socket: raw.gateway.control_socket,
+        retransmit,
         tunnels,
+    })
+}
+
+fn validate_retransmit(r: RawRetransmit) -> Result<Retransmit, ConfigError> {
+    let problem = |field: &str, p: String| ConfigError::Gateway {
+        field: format!("retransmit.{field}"),
+        problem: p,
+    };
+    if !(100..=60_000).contains(&r.initial_ms) {
+        return Err(problem(
+            "initial_ms",
+            format!("{} is out of range; allowed 100 to 60000", r.initial_ms),
+        ));
+    }
+    if r.max_interval_ms < r.initial_ms || r.max_interval_ms > 300_000 {
+        return Err(problem(
+            "max_interval_ms",
+            format!(
+                "{} is not allowed; from initial_ms ({}) to 300000",
+                r.max_interval_ms, r.initial_ms
+            ),
+        ));
+    }
+    if !(1..=20).contains(&r.tries) {
+        return Err(problem(
+            "tries",
+            format!("{} is out of range; allowed 1 to 20", r.tries),
+        ));
+    }
+    Ok(Retransmit {
+        initial: std::time::Duration::from_millis(r.initial_ms),
+        max_interval: std::time::Duration::from_millis(r.max_interval_ms),
+        tries: r.tries,
     })
 }
 
@@ -1099,6 +1161,15 @@ pub(crate) fn describe(cfg: &Config) -> String {
         "gateway: tun {} mtu {}, control socket {socket}",
         cfg.tun_name, cfg.mtu
     );
+    if let Some(r) = cfg.retransmit {
+        let _ = writeln!(
+            s,
+            "  ike retransmit: first after {} ms, at most {} ms apart, {} tries",
+            r.initial.as_millis(),
+            r.max_interval.as_millis(),
+            r.tries
+        );
+    }
     for t in &cfg.tunnels {
         let join = |v: &[TrafficSelector]| {
             v.iter()
@@ -1335,6 +1406,7 @@ lifetime_seconds = 3600
         let cfg = parse_str(MINIMAL).unwrap();
         assert_eq!(cfg.tun_name, DEFAULT_TUN_NAME);
         assert_eq!(cfg.control_socket, None);
+        assert_eq!(cfg.retransmit, None);
         let t = &cfg.tunnels[0];
         assert_eq!(t.initiate, Initiate::Start);
         assert_eq!(t.phase1.mode, Phase1Mode::Main);
@@ -1589,6 +1661,33 @@ lifetime_seconds = 3600
         assert!(
             problem.starts_with("cannot read PSK file /nonexistent/ipgw.psk"),
             "{problem}"
+        );
+    }
+
+    #[test]
+    fn retransmit_schedule_parses_and_rejects_bad_values() {
+        let text = format!(
+            "[gateway]\nretransmit = {{ initial_ms = 500, max_interval_ms = 2000, tries = 3 }}\n{MINIMAL}"
+        );
+        let cfg = parse_str(&text).unwrap();
+        assert_eq!(
+            cfg.retransmit,
+            Some(Retransmit {
+                initial: std::time::Duration::from_millis(500),
+                max_interval: std::time::Duration::from_millis(2000),
+                tries: 3,
+            })
+        );
+        let err = parse_str(&text.replace("max_interval_ms = 2000", "max_interval_ms = 100"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gateway.retransmit.max_interval_ms: 100 is not allowed; from initial_ms (500) to 300000"
+        );
+        let err = parse_str(&text.replace("tries = 3", "tries = 0")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gateway.retransmit.tries: 0 is out of range; allowed 1 to 20"
         );
     }
 

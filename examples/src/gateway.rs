@@ -146,7 +146,15 @@ struct Gateway {
 
 async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
     let now = Instant::now();
-    let mut endpoint = Endpoint::new(EndpointConfig::default(), Box::new(OsRng));
+    let mut endpoint_config = EndpointConfig::default();
+    if let Some(r) = cfg.retransmit {
+        endpoint_config.retransmit = endpoint::RetransmitConfig {
+            initial: r.initial,
+            max_interval: r.max_interval,
+            max_tries: r.tries,
+        };
+    }
+    let mut endpoint = Endpoint::new(endpoint_config, Box::new(OsRng));
     let mut dataplane = DataPlane::new(DataPlaneConfig::default());
 
     // Tunnels: the endpoint's view, and one PROTECT policy per subnet pair.

@@ -108,7 +108,6 @@ mod lab {
             extra_toml: &str,
             extra_args: &[&str],
         ) {
-            let config = self.dir().join("gateway.toml");
             let out =
                 run(Command::new(LAB_SH).args(["gateway-config", self.var("LAB_DIR"), initiate]));
             assert!(
@@ -118,6 +117,12 @@ mod lab {
             );
             let mut toml = text(&out.stdout);
             toml.push_str(extra_toml);
+            self.start_gateway_with(&toml, extra_args);
+        }
+
+        /// Starts the gateway with this config text.
+        pub(crate) fn start_gateway_with(&mut self, toml: &str, extra_args: &[&str]) {
+            let config = self.dir().join("gateway.toml");
             std::fs::write(&config, toml).unwrap();
 
             let check = run(Command::new(GATEWAY).arg("check").arg(&config));
@@ -341,6 +346,69 @@ mod lab {
         );
     }
 
+    /// `initiate = "on-traffic"`: nothing is negotiated until hl sends to hr; the first
+    /// packet starts Main Mode and the following ones go through.
+    pub(crate) fn on_traffic() {
+        let mut lab = Lab::up("t");
+        lab.start_gateway("on-traffic", "", &[]);
+        let ready = lab.wait_for(Duration::from_secs(10), || lab.status().status.success());
+        assert!(ready, "the gateway did not come up within 10 s");
+
+        // Idle: no SA anywhere after two seconds.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!lab.list_sas().contains("lab: #"), "{}", lab.list_sas());
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("tunnel lab: down"), "{status}");
+
+        // The first echo request starts the tunnel (and is dropped); later ones arrive.
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "4", "-W", "2", "10.2.0.10"]);
+        let out = text(&ping.stdout);
+        assert!(ping.status.success(), "ping hl -> hr failed:\n{out}");
+        assert!(out.contains("icmp_seq=4"), "{out}");
+        assert!(
+            lab.list_sas().contains("INSTALLED, TUNNEL-in-UDP"),
+            "{}",
+            lab.list_sas()
+        );
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("tunnel lab: up"), "{status}");
+    }
+
+    /// A wrong pre-shared key: strongSwan cannot decrypt our MM5 and drops it, so nothing
+    /// is installed on either side, and after its retransmissions the gateway reports that
+    /// the peer never answered MM5 (the symptom of a PSK mismatch in Main Mode), and keeps
+    /// running to try again.
+    pub(crate) fn wrong_psk() {
+        let mut lab = Lab::up("w");
+        // The inline key overrides nothing else; the config is otherwise the lab's.
+        let config =
+            run(Command::new(LAB_SH).args(["gateway-config", lab.var("LAB_DIR"), "start"]));
+        let good = text(&config.stdout);
+        let psk_line = good
+            .lines()
+            .find(|l| l.starts_with("psk = "))
+            .unwrap_or_else(|| panic!("no psk line in {good}"))
+            .to_owned();
+        lab.start_gateway_with(
+            &good.replace(&psk_line, "psk = { inline = \"not-the-lab-key\" }"),
+            &[],
+        );
+
+        // The lab config resends after 0.5, 1 and 2 s, then gives up: about 5.5 s.
+        let failed = lab.wait_for(Duration::from_secs(20), || {
+            text(&lab.status().stdout).contains("last error: no answer from peer: waited for MM6")
+        });
+        let status = text(&lab.status().stdout);
+        assert!(failed, "no MM6 timeout reported within 20 s:\n{status}");
+        assert!(!status.contains("tunnel lab: up"), "{status}");
+        assert!(!lab.list_sas().contains("INSTALLED"), "{}", lab.list_sas());
+        let charon = std::fs::read_to_string(lab.var("CHARON_LOG")).unwrap_or_default();
+        assert!(
+            !charon.contains("IKE_SA lab[1] established"),
+            "strongSwan accepted a wrong key"
+        );
+    }
+
     impl Drop for Lab {
         fn drop(&mut self) {
             if std::thread::panicking() {
@@ -509,4 +577,16 @@ fn strongswan_initiates_to_gateway_and_hosts_ping_both_ways() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn static_nat_reaches_remote_host_and_wireshark_keys_decrypt_the_capture() {
     lab::static_nat_and_wireshark_keys();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn on_traffic_tunnel_starts_with_the_first_packet() {
+    lab::on_traffic();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rejects_wrong_psk_without_installing_anything() {
+    lab::wrong_psk();
 }
