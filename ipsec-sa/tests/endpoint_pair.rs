@@ -806,6 +806,23 @@ fn phase1_is_renewed_before_expiry_and_esp_sas_survive() {
             quick_modes_in_progress: 0
         }
     );
+    // The renewal sent no INITIAL-CONTACT: the responder kept the pair too.
+    assert_eq!(
+        count(&net.right.events, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        )),
+        0
+    );
+
+    // The pair's replacement runs on the newer ISAKMP SA.
+    net.run_for(Duration::from_secs(3_300));
+    assert_eq!(children(&net.left.events).len(), 2);
+    assert_eq!(children(&net.right.events).len(), 2);
+    assert_mirrored(
+        children(&net.left.events)[1],
+        children(&net.right.events)[1],
+    );
 }
 
 #[test]

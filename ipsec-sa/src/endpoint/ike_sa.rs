@@ -214,6 +214,9 @@ pub(super) enum SaAction {
         /// Negotiate an ESP SA pair once phase 1 is up.
         with_child: bool,
     },
+    /// An ESP SA pair nears its lifetime: run Quick Mode on the tunnel's newest
+    /// established ISAKMP SA, or Main Mode first if there is none.
+    RenewChild,
     /// The peer sent INITIAL-CONTACT: every other SA of the tunnel is stale (RFC 2407
     /// section 4.6.3.3).
     InitialContact,
@@ -249,6 +252,10 @@ pub(super) struct IkeSa {
     pub(super) actions: Vec<SaAction>,
     /// Quick Modes to start once phase 1 is up.
     pending_children: u32,
+    /// Send INITIAL-CONTACT in MM5: this is our first SA with the peer since we started
+    /// (or since every other one ended). Never on a renewal: the peer would drop the SAs
+    /// still in use (RFC 2407 section 4.6.3.3).
+    send_initial_contact: bool,
     dpd: Dpd,
     failure: Option<FailureReason>,
     /// Encrypted phase-1 messages that did not decrypt to valid payloads. One may be a
@@ -279,6 +286,7 @@ impl IkeSa {
             children: Vec::new(),
             actions: Vec::new(),
             pending_children: 0,
+            send_initial_contact: false,
             dpd: Dpd::default(),
             failure: None,
             undecryptable: 0,
@@ -441,7 +449,7 @@ impl IkeSa {
         }
         self.quick_modes.clear();
         self.retransmission = None;
-        self.timers.keep_only_child_expiry();
+        self.timers.keep_only_child_timers();
         self.timers
             .set(Timer::Phase1Deadline, cx.now + Duration::from_secs(10));
         self.set_state(Phase1State::Closed);
@@ -658,11 +666,8 @@ impl IkeSa {
                     if self.owns_inbound_spi(spi) {
                         info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
                             "ESP SA pair nears its lifetime: negotiating a replacement");
-                        if self.is_established() {
-                            self.start_quick_mode(cx, config);
-                        } else {
-                            self.actions.push(SaAction::Initiate { with_child: true });
-                        }
+                        // The endpoint picks the newest ISAKMP SA of the tunnel.
+                        self.actions.push(SaAction::RenewChild);
                     }
                 }
                 Timer::ChildExpire(spi) => {

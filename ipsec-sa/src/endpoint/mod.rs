@@ -364,7 +364,11 @@ impl Endpoint {
             return Ok(());
         }
 
-        let sa = IkeSa::initiate(&mut cx, tunnel, config, 1);
+        let first_contact = !self
+            .sas
+            .values()
+            .any(|sa| sa.tunnel == tunnel && sa.is_usable());
+        let sa = IkeSa::initiate(&mut cx, tunnel, config, 1, first_contact);
         self.insert(sa);
         Ok(())
     }
@@ -410,7 +414,39 @@ impl Endpoint {
                         }
                         continue;
                     }
-                    let sa = IkeSa::initiate(&mut cx, tunnel, config, u32::from(with_child));
+                    // The SA asking counts: renewing its own replacement is no first contact.
+                    let first_contact = !self
+                        .sas
+                        .values()
+                        .any(|sa| sa.tunnel == tunnel && sa.is_usable());
+                    let sa = IkeSa::initiate(
+                        &mut cx,
+                        tunnel,
+                        config,
+                        u32::from(with_child),
+                        first_contact,
+                    );
+                    self.insert(sa);
+                }
+                SaAction::RenewChild => {
+                    let newest = self
+                        .sas
+                        .iter_mut()
+                        .filter(|(_, sa)| sa.tunnel == tunnel && sa.is_established())
+                        .max_by_key(|(id, _)| **id);
+                    if let Some((_, sa)) = newest {
+                        sa.start_quick_mode(&mut cx, config);
+                        continue;
+                    }
+                    let negotiating = self
+                        .sas
+                        .values_mut()
+                        .find(|sa| sa.tunnel == tunnel && sa.is_negotiating());
+                    if let Some(sa) = negotiating {
+                        sa.request_child(&mut cx, config);
+                        continue;
+                    }
+                    let sa = IkeSa::initiate(&mut cx, tunnel, config, 1, true);
                     self.insert(sa);
                 }
                 SaAction::InitialContact => {

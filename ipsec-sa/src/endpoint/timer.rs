@@ -63,11 +63,12 @@ impl TimerTable {
         self.deadlines.values().min().copied()
     }
 
-    /// Disarms every timer but the ESP SA expiries (an ISAKMP SA that ends leaves its
-    /// ESP SAs running until their own lifetime ends, RFC 2409 section 5.5).
-    pub(crate) fn keep_only_child_expiry(&mut self) {
+    /// Disarms every timer but the ESP SAs' rekey and expiry: an ISAKMP SA that ends
+    /// leaves its ESP SAs running until their own lifetime ends (RFC 2409 section 5.5),
+    /// and their replacement is negotiated on a newer ISAKMP SA.
+    pub(crate) fn keep_only_child_timers(&mut self) {
         self.deadlines
-            .retain(|t, _| matches!(t, Timer::ChildExpire(_)));
+            .retain(|t, _| matches!(t, Timer::ChildExpire(_) | Timer::ChildRekey(_)));
     }
 
     /// Disarms and returns every timer due at `now`, in key order.

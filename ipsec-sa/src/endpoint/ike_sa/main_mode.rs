@@ -59,6 +59,7 @@ impl IkeSa {
         tunnel: TunnelId,
         config: &TunnelConfig,
         children: u32,
+        first_contact: bool,
     ) -> Self {
         let mut sa = Self::new(
             tunnel,
@@ -68,6 +69,7 @@ impl IkeSa {
         );
         sa.cky_i = nonzero_cookie(cx);
         sa.pending_children = children;
+        sa.send_initial_contact = first_contact && config.initial_contact;
         if config.phase1.mode == crate::endpoint::Phase1Mode::Aggressive {
             let next = sa.send_am1(cx, config);
             sa.set_state(next);
@@ -280,7 +282,7 @@ impl IkeSa {
             Payload::Identification(id),
             Payload::Hash(hash_i.as_bytes().to_vec()),
         ];
-        if config.initial_contact {
+        if self.send_initial_contact {
             payloads.push(Payload::Notification(
                 self.isakmp_notify(notify::INITIAL_CONTACT, Vec::new()),
             ));
