@@ -1016,3 +1016,23 @@ fn half_open_limit_drops_further_first_messages() {
         "no answer to the second MM1"
     );
 }
+
+#[test]
+fn a_peer_starting_on_port_4500_is_answered_there_with_the_marker() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 22);
+    net.filter = Box::new(|_, _, _| vec![]);
+    net.initiate();
+    net.run_for(Duration::from_millis(1));
+    let mm1 = net.left.sent[0].3.clone();
+    let now = net.now;
+    net.right
+        .ep
+        .handle_datagram(now, addr("192.0.2.2:4500"), addr("192.0.2.1:4500"), &mm1);
+    let t = net.right.ep.poll_transmit().unwrap();
+    assert_eq!(
+        (t.local, t.remote),
+        (addr("192.0.2.2:4500"), addr("192.0.2.1:4500"))
+    );
+    assert!(t.non_esp_marker);
+}

@@ -272,7 +272,9 @@ impl IkeSa {
             cky_r: [0; 8],
             local,
             remote,
-            floated: false,
+            // A peer that already knows of a NAT may start on port 4500 (RFC 3947 section
+            // 4); everything on that port carries the non-ESP marker.
+            floated: local.port() == NATT_PORT,
             nat_t: None,
             nat: NatDetection::default(),
             peer_dpd: false,
