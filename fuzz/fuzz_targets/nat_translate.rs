@@ -1,5 +1,6 @@
-//! Static NAT of arbitrary inner packets (ipsec-nat): translating never panics, and a
-//! translation that succeeded can always be reversed.
+//! Static NAT of arbitrary inner packets (ipsec-nat): translating never panics, a
+//! translation that rewrote the packet can always be reversed, and one that rewrote
+//! nothing leaves the bytes alone.
 //!
 //! The restored bytes are not compared with the input: a forged checksum of 0xFFFF
 //! legitimately comes back as 0x0000 (documented in `ipsec_nat::NatTable::reverse`).
@@ -18,11 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let table = TABLE.get_or_init(example_table);
     let outcome = translate_both_ways(table, data);
     for direction in [&outcome.outbound, &outcome.inbound] {
-        if direction.translated.is_ok() {
-            assert!(
+        match &direction.translated {
+            Ok(t) if t.is_translated() => assert!(
                 matches!(direction.reversed, Some(Ok(_))),
                 "reverse failed after a successful translation: {direction:?}"
-            );
+            ),
+            Ok(_) => assert!(
+                direction.reversed.is_none() && direction.restored,
+                "an untranslated packet was changed: {direction:?}"
+            ),
+            Err(_) => assert!(direction.reversed.is_none()),
         }
     }
 });

@@ -7,6 +7,7 @@ isakmp_message/: every captured ISAKMP message; encrypted ones a second time wit
 payload_chain/:  first-payload-type byte followed by each message's (decrypted) chain.
 nat_translate/:  ipsec-nat's captured inner packets, also with mapped addresses.
 esp_dataplane/:  algorithm/mode bytes, then captured inner pings or ESP packets.
+endpoint_datagram/: mode byte, then captured Main Mode messages with length prefixes.
 
 Usage: python3 fuzz/seeds/make_seeds.py [path/to/shared/fixtures]
 """
@@ -71,5 +72,24 @@ for session in sorted(fixtures.glob("*/session.json")):
             if ("esp_dataplane", data) not in seen:
                 seen.add(("esp_dataplane", data))
                 (out / f"{session.parent.name}-{n}-{k}.bin").write_bytes(data)
+
+# endpoint_datagram/: [mode] then length-prefixed datagrams: the initiator's Main Mode
+# messages of each Main Mode scenario (we play the responder), and the responder's
+# messages (mode 1: we initiate first, they answer).
+for session in sorted(fixtures.glob("*/session.json")):
+    s = json.loads(session.read_text())
+    if s["phase1"]["exchange"] != "main":
+        continue
+    for direction, mode in (("initiator->responder", 0), ("responder->initiator", 1)):
+        msgs = [bytes.fromhex(m["isakmp_hex"]) for m in s["messages"]
+                if m["direction"] == direction and m["message_id"] == 0][:3]
+        data = bytes([mode])
+        for msg in msgs:
+            data += len(msg).to_bytes(2, "big") + msg
+        out = here / "endpoint_datagram"
+        out.mkdir(exist_ok=True)
+        if ("endpoint_datagram", data) not in seen:
+            seen.add(("endpoint_datagram", data))
+            (out / f"{session.parent.name}-{mode}.bin").write_bytes(data)
 
 print(f"wrote {len(seen)} seeds under {here}")
