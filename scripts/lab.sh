@@ -24,7 +24,8 @@
 #   scripts/lab.sh logs LAB_DIR [LINES]     tail of charon's log
 # Environment for `up`: LAB_PREFIX (namespace prefix, default ipgw<pid>), LAB_PSK,
 #   LAB_IKE_PROPOSALS (default aes128-sha1-modp2048), LAB_ESP_PROPOSALS (same), LAB_DPD_DELAY
-#   (default 0s = off), LAB_DPD_TIMEOUT (default 30s).
+#   (default 0s = off), LAB_DPD_TIMEOUT (default 30s), LAB_CHILD_REKEY_TIME (strongSwan's
+#   CHILD_SA rekey_time, default 1h; lower it to test rekeying).
 #
 # As a library: `source scripts/lab.sh` defines the lab_* functions and runs nothing. The caller
 # sets its own `trap lab_down EXIT`.
@@ -158,6 +159,7 @@ connections {
                 remote_ts = 10.1.0.0/24
                 # The DH group here is the Quick Mode PFS group.
                 esp_proposals = $LAB_ESP_PROPOSALS
+                rekey_time = $LAB_CHILD_REKEY_TIME
                 dpd_action = clear
                 start_action = none
             }
@@ -223,6 +225,7 @@ lab_up() {
     LAB_ESP_PROPOSALS=${LAB_ESP_PROPOSALS:-aes128-sha1-modp2048}
     LAB_DPD_DELAY=${LAB_DPD_DELAY:-0s}
     LAB_DPD_TIMEOUT=${LAB_DPD_TIMEOUT:-30s}
+    LAB_CHILD_REKEY_TIME=${LAB_CHILD_REKEY_TIME:-1h}
     [ "$(id -u)" = 0 ] || { lab_say "the lab needs root (namespaces, veth, TUN)"; return 1; }
     [ -x "$LAB_CHARON" ] || { lab_say "no $LAB_CHARON: run scripts/install-deps.sh"; return 1; }
 

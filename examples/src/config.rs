@@ -28,8 +28,9 @@ const DEFAULT_MTU: u16 = 1400;
 /// Phase 1 lifetime bounds in seconds (RFC 2409 sets none; these catch typos such as
 /// minutes written as seconds, and match the range providers accept).
 const PHASE1_LIFETIME: (u64, u64) = (300, 86_400);
-/// Phase 2 lifetime bounds in seconds.
-const PHASE2_LIFETIME: (u64, u64) = (120, 86_400);
+/// Phase 2 lifetime bounds in seconds. Values under two minutes only make sense in tests
+/// (the interop tests rekey every few seconds).
+const PHASE2_LIFETIME: (u64, u64) = (5, 86_400);
 
 /// A configuration problem, naming where it is and what would be accepted.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use ipsec_sa::child::{ChildSaPair, Encapsulation};
-use ipsec_sa::dataplane::natt::{self as dp_natt, KeepaliveTimer, Udp4500};
+use ipsec_sa::dataplane::natt::{self as dp_natt, Udp4500};
 use ipsec_sa::dataplane::{
     DataPlane, DataPlaneConfig, DropError, Outbound, Policy, PolicyAction, PolicyId, MAX_HEADROOM,
     MAX_TAILROOM,
@@ -105,8 +105,6 @@ struct TunnelState {
     pairs: Vec<(u32, u32)>,
     /// The ISAKMP endpoints once phase 1 is up, and whether a NAT was detected.
     ike_path: Option<(SocketAddr, SocketAddr, bool)>,
-    /// NAT-T keepalive timer (RFC 3948 section 4), only when a NAT was detected.
-    keepalive: Option<KeepaliveTimer>,
     /// When to initiate again, for `initiate = "start"` after a failure.
     retry_at: Option<Instant>,
     retry_delay: Duration,
@@ -191,7 +189,6 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
             since: now,
             pairs: Vec::new(),
             ike_path: None,
-            keepalive: None,
             retry_at: None,
             retry_delay: RETRY_FIRST,
             holdoff_until: None,
@@ -342,21 +339,21 @@ impl Gateway {
     async fn drain(&mut self) {
         let now = Instant::now();
         while let Some(t) = self.endpoint.poll_transmit() {
-            self.send_ike(t, now).await;
+            self.send_ike(t).await;
         }
         while let Some(e) = self.endpoint.poll_event() {
             self.handle_event(e, now);
         }
         // Events may have queued more datagrams (a restart, a delete).
         while let Some(t) = self.endpoint.poll_transmit() {
-            self.send_ike(t, now).await;
+            self.send_ike(t).await;
         }
         while let Some(e) = self.dataplane.poll_event() {
             self.handle_dataplane_event(e, now);
         }
     }
 
-    async fn send_ike(&mut self, t: endpoint::Transmit, now: Instant) {
+    async fn send_ike(&mut self, t: endpoint::Transmit) {
         let Some(s) = self.sockets.get(&t.local.ip()) else {
             warn!(local = %t.local, "no socket for IKE source address; datagram dropped");
             return;
@@ -377,20 +374,8 @@ impl Gateway {
         match result {
             Ok(_) => {
                 trace!(local = %t.local, remote = %t.remote, len = t.payload.len(), "IKE sent");
-                self.note_sent(t.remote, now);
             }
             Err(e) => warn!(remote = %t.remote, "sending IKE failed: {e}"),
-        }
-    }
-
-    /// Restarts the NAT-keepalive interval of the tunnel that talks to `remote`.
-    fn note_sent(&mut self, remote: SocketAddr, now: Instant) {
-        for t in &mut self.tunnels {
-            if t.ike_path.is_some_and(|(_, r, _)| r == remote) {
-                if let Some(k) = &mut t.keepalive {
-                    k.on_sent(now);
-                }
-            }
         }
     }
 
@@ -420,8 +405,6 @@ impl Gateway {
                     cky_i = %hex::encode(initiator_cookie), cky_r = %hex::encode(responder_cookie),
                     "phase 1 established");
                 t.ike_path = Some((local, remote, nat_detected));
-                t.keepalive = nat_detected
-                    .then(|| KeepaliveTimer::new(dp_natt::DEFAULT_KEEPALIVE_INTERVAL, now));
                 if t.phase != Phase::Up {
                     t.set_phase(Phase::IsakmpUp, now);
                 }
@@ -444,6 +427,7 @@ impl Gateway {
                 t.pairs.retain(|&(spi, _)| spi != inbound_spi);
                 info!(tunnel = %t.cfg.name, inbound_spi = format_args!("{inbound_spi:#010x}"),
                     outbound_spi = format_args!("{outbound_spi:#010x}"), removed, "ESP SA pair deleted");
+                let mut restart = false;
                 if t.pairs.is_empty() {
                     let next = if t.ike_path.is_some() {
                         Phase::IsakmpUp
@@ -451,6 +435,13 @@ impl Gateway {
                         Phase::Down
                     };
                     t.set_phase(next, now);
+                    // The peer deleted the last pair (expiry on its side, or an operator):
+                    // a tunnel that should always be up negotiates a new one at once.
+                    restart = t.cfg.initiate == Initiate::Start && !self.stopping;
+                }
+                if restart {
+                    info!(tunnel = %t.cfg.name, "no ESP SA left: negotiating a new pair");
+                    self.initiate(i, now);
                 }
             }
             Event::Phase1Deleted { tunnel } => {
@@ -460,7 +451,6 @@ impl Gateway {
                 };
                 info!(tunnel = %t.cfg.name, "phase 1 SA deleted");
                 t.ike_path = None;
-                t.keepalive = None;
                 if t.pairs.is_empty() {
                     t.set_phase(Phase::Down, now);
                     if !self.stopping {
@@ -605,7 +595,6 @@ impl Gateway {
                         };
                         self.send_esp(packet, t.local, t.remote, t.encapsulation)
                             .await;
-                        self.note_sent(t.remote, now);
                     }
                     Ok(Outbound::Bypass { policy }) => {
                         debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
@@ -725,44 +714,31 @@ impl Gateway {
         }
     }
 
+    /// Timers: the endpoint's (retransmissions, DPD, rekeying, NAT-keepalives, expiry)
+    /// and our retries of tunnels that should always be up.
     fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
-        let mut retries = Vec::new();
-        let mut keepalives = Vec::new();
-        for (i, t) in self.tunnels.iter_mut().enumerate() {
-            if t.retry_at.is_some_and(|r| now >= r) {
-                retries.push(i);
-            }
-            if let (Some(k), Some((local, remote, _))) = (&mut t.keepalive, t.ike_path) {
-                if k.handle_timeout(now) {
-                    keepalives.push((local, remote));
-                }
-            }
-        }
-        for i in retries {
+        let due: Vec<usize> = self
+            .tunnels
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.retry_at.is_some_and(|r| now >= r))
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
             self.initiate(i, now);
-        }
-        for (local, remote) in keepalives {
-            if let Some(s) = self.sockets.get(&local.ip()) {
-                // RFC 3948 section 2.3: a single 0xFF octet on the NAT-T port.
-                match s.natt.try_send_to(&dp_natt::KEEPALIVE_PAYLOAD, remote) {
-                    Ok(_) => trace!(%remote, "NAT-keepalive sent"),
-                    Err(e) => debug!(%remote, "NAT-keepalive not sent: {e}"),
-                }
-            }
         }
     }
 
-    /// The earliest of the endpoint's timers, keepalives and retries (an hour if none).
+    /// The earliest of the endpoint's timers and our retries (an hour away if none).
     fn next_deadline(&self) -> Instant {
-        let mut next = self.endpoint.poll_timeout();
-        for t in &self.tunnels {
-            let candidates = [t.retry_at, t.keepalive.map(|k| k.poll_timeout())];
-            for c in candidates.into_iter().flatten() {
-                next = Some(next.map_or(c, |n| n.min(c)));
-            }
-        }
-        next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+        let retries = self.tunnels.iter().filter_map(|t| t.retry_at);
+        self.endpoint
+            .poll_timeout()
+            .into_iter()
+            .chain(retries)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
     /// The text `ipsec-gateway status` prints.

@@ -56,6 +56,11 @@ mod lab {
     impl Lab {
         /// Builds the topology and starts charon (scripts/lab.sh up).
         pub(crate) fn up(case: &str) -> Self {
+            Self::up_with(case, &[])
+        }
+
+        /// Like [`Lab::up`], with extra environment for `lab.sh up` (LAB_* knobs).
+        pub(crate) fn up_with(case: &str, env: &[(&str, &str)]) -> Self {
             let uid = run(Command::new("id").arg("-u"));
             assert_eq!(
                 text(&uid.stdout).trim(),
@@ -63,7 +68,10 @@ mod lab {
                 "the interop tests need root (network namespaces, TUN, ports 500/4500)"
             );
             let prefix = format!("ipgwt{}{case}", std::process::id());
-            let out = run(Command::new(LAB_SH).arg("up").env("LAB_PREFIX", &prefix));
+            let out = run(Command::new(LAB_SH)
+                .arg("up")
+                .env("LAB_PREFIX", &prefix)
+                .envs(env.iter().copied()));
             assert!(
                 out.status.success(),
                 "scripts/lab.sh up failed:\n{}{}",
@@ -409,6 +417,135 @@ mod lab {
         );
     }
 
+    /// Pings from hl every second, 14 times, across CHILD_SA changes; returns how many
+    /// were answered, and the gateway log.
+    fn ping_across_rekeys(lab: &Lab) -> (usize, String) {
+        let ping = lab.in_ns(
+            "NS_HL",
+            &["ping", "-c", "14", "-i", "1", "-W", "1", "10.2.0.10"],
+        );
+        let out = text(&ping.stdout);
+        let answered = out
+            .lines()
+            .filter(|l| l.contains("bytes from 10.2.0.10"))
+            .count();
+        let log = std::fs::read_to_string(lab.gateway_log()).unwrap_or_default();
+        (answered, log)
+    }
+
+    /// Starts the gateway with the lab config, its phase 2 lifetime set to `seconds`.
+    fn start_gateway_with_lifetime(lab: &mut Lab, initiate: &str, seconds: u32) {
+        let out = run(Command::new(LAB_SH).args(["gateway-config", lab.var("LAB_DIR"), initiate]));
+        let config = text(&out.stdout);
+        assert!(config.contains("lifetime_seconds = 3600"), "{config}");
+        let config = config.replace(
+            "lifetime_seconds = 3600",
+            &format!("lifetime_seconds = {seconds}"),
+        );
+        lab.start_gateway_with(&config, &[]);
+    }
+
+    /// Both sides use 6 s ESP lifetimes; `initiator` starts the tunnel, so its Quick Mode
+    /// initiator also starts each replacement (at 90 % of the lifetime; the other side
+    /// would at 95 %). A ping every second across two rekeys loses nothing, and the gateway
+    /// installs each new pair and removes the old one when it is deleted.
+    pub(crate) fn rekey(initiator: Initiator) {
+        let case = if initiator == Initiator::Gateway {
+            "k"
+        } else {
+            "r"
+        };
+        let mut lab = Lab::up_with(case, &[("LAB_CHILD_REKEY_TIME", "6s")]);
+        match initiator {
+            Initiator::Gateway => start_gateway_with_lifetime(&mut lab, "start", 6),
+            Initiator::StrongSwan => start_gateway_with_lifetime(&mut lab, "wait", 6),
+        }
+        let ready = lab.wait_for(Duration::from_secs(10), || lab.status().status.success());
+        assert!(ready, "the gateway did not come up within 10 s");
+        if initiator == Initiator::StrongSwan {
+            let out = lab.swanctl(&[
+                "--initiate",
+                "--ike",
+                "lab",
+                "--child",
+                "net",
+                "--timeout",
+                "20",
+            ]);
+            assert!(
+                out.status.success(),
+                "swanctl --initiate: {}",
+                text(&out.stdout)
+            );
+        }
+        let up = lab.wait_for(Duration::from_secs(20), || {
+            lab.list_sas().contains("INSTALLED")
+        });
+        assert!(
+            up,
+            "no CHILD_SA installed on strongSwan within 20 s:\n{}",
+            lab.list_sas()
+        );
+
+        let (answered, log) = ping_across_rekeys(&lab);
+        assert_eq!(answered, 14, "pings lost across rekeys");
+        let established = log
+            .matches("ipsec_gateway::gateway: ESP SA pair established")
+            .count();
+        let deleted = log
+            .matches("ipsec_gateway::gateway: ESP SA pair deleted")
+            .count();
+        assert!(
+            established >= 3,
+            "expected the first pair and two rekeys, saw {established}"
+        );
+        assert!(deleted >= 1, "no old pair was deleted after a rekey");
+        if initiator == Initiator::Gateway {
+            assert!(
+                log.contains("ESP SA pair nears its lifetime"),
+                "we did not rekey"
+            );
+        }
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("tunnel lab: up"), "{status}");
+    }
+
+    /// We negotiated the CHILD_SA; strongSwan, as Quick Mode responder with a 6 s lifetime
+    /// of its own, does not rekey but deletes the pair when it expires. The gateway then
+    /// negotiates a new pair on the same ISAKMP SA at once: at most the ping in flight at
+    /// that moment is lost, twice.
+    pub(crate) fn peer_expiry_renegotiated() {
+        let mut lab = Lab::up_with("e", &[("LAB_CHILD_REKEY_TIME", "6s")]);
+        lab.start_gateway("start", "", &[]);
+        let up = lab.wait_for(Duration::from_secs(20), || {
+            lab.list_sas().contains("INSTALLED")
+        });
+        assert!(
+            up,
+            "no CHILD_SA installed on strongSwan within 20 s:\n{}",
+            lab.list_sas()
+        );
+
+        let (answered, log) = ping_across_rekeys(&lab);
+        assert!(
+            answered >= 12,
+            "only {answered} of 14 pings answered across peer expiries"
+        );
+        assert!(
+            log.contains("no ESP SA left: negotiating a new pair"),
+            "no renegotiation"
+        );
+        let established = log
+            .matches("ipsec_gateway::gateway: ESP SA pair established")
+            .count();
+        assert!(
+            established >= 3,
+            "expected the first pair and two new ones, saw {established}"
+        );
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("tunnel lab: up"), "{status}");
+    }
+
     impl Drop for Lab {
         fn drop(&mut self) {
             if std::thread::panicking() {
@@ -589,4 +726,22 @@ fn on_traffic_tunnel_starts_with_the_first_packet() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn rejects_wrong_psk_without_installing_anything() {
     lab::wrong_psk();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn survives_child_sa_rekeys_started_by_strongswan_without_loss() {
+    lab::rekey(lab::Initiator::StrongSwan);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rekeys_its_child_sas_before_they_expire_without_loss() {
+    lab::rekey(lab::Initiator::Gateway);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn renegotiates_when_strongswan_expires_the_child_sa() {
+    lab::peer_expiry_renegotiated();
 }
