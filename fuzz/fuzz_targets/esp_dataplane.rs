@@ -27,12 +27,7 @@ const A_INBOUND: u32 = 0xc000_0001;
 const B_INBOUND: u32 = 0xd000_0001;
 
 /// Deterministic keys of the right length that are not DES-weak.
-fn keys(
-    spi: u32,
-    enc: EncryptionAlgorithm,
-    integ: IntegrityAlgorithm,
-    seed: u8,
-) -> EspSaKeys {
+fn keys(spi: u32, enc: EncryptionAlgorithm, integ: IntegrityAlgorithm, seed: u8) -> EspSaKeys {
     let bytes = |n: usize, salt: u8| {
         SecretBytes::new(
             (0..n)

@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         let Ok(raws) = parse_payloads(message.header.next_payload, message.body) else {
             return;
         };
-        let Ok(decoded) = raws.iter().map(|r| r.decode()).collect::<Result<Vec<_>, _>>() else {
+        let Ok(decoded) = raws
+            .iter()
+            .map(|r| r.decode())
+            .collect::<Result<Vec<_>, _>>()
+        else {
             return;
         };
         let mut out = Vec::new();
@@ -37,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
         let Ok(raws) = message.payloads() else {
             return;
         };
-        let Ok(decoded) = raws.iter().map(|r| r.decode()).collect::<Result<Vec<_>, _>>() else {
+        let Ok(decoded) = raws
+            .iter()
+            .map(|r| r.decode())
+            .collect::<Result<Vec<_>, _>>()
+        else {
             return;
         };
         let mut out = Vec::new();
