@@ -5,6 +5,7 @@
 //! ```text
 //! udp_peer LOCAL_IP REMOTE_IP PSK_FILE LOCAL_SUBNET REMOTE_SUBNET [options]
 //!   --respond            wait for the peer instead of initiating
+//!   --aggressive         Aggressive Mode instead of Main Mode
 //!   --p1-life SECS       ISAKMP SA lifetime (default 28800)
 //!   --p2-life SECS       ESP SA lifetime (default 3600)
 //!   --dpd SECS           probe after SECS idle (timeout 3 x SECS)
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use ipsec_crypto::SecretBytes;
 use ipsec_sa::endpoint::{
-    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, TunnelConfig, TunnelId,
+    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, Phase1Mode, TunnelConfig, TunnelId,
 };
 use ipsec_sa::selector::TrafficSelector;
 use rand_chacha::rand_core::SeedableRng;
@@ -65,6 +66,7 @@ fn main() {
         let mut num = || -> u64 { rest.next().expect("a number").parse().unwrap() };
         match a.as_str() {
             "--respond" => respond = true,
+            "--aggressive" => config.phase1.mode = Phase1Mode::Aggressive,
             "--p1-life" => config.phase1.lifetime = Duration::from_secs(num()),
             "--p2-life" => config.phase2.lifetime = Duration::from_secs(num()),
             "--dpd" => {

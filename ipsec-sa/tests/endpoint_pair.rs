@@ -509,7 +509,10 @@ fn rejects_wrong_psk_and_says_so() {
     );
     assert_eq!(
         failures(&net.left.events),
-        vec!["peer reported AUTHENTICATION-FAILED (24): pre-shared key mismatch likely"]
+        vec![
+            "peer reported AUTHENTICATION-FAILED (24): the peer rejected our authentication \
+         (pre-shared key mismatch, or its policy refuses this mode, e.g. Aggressive Mode with PSK)"
+        ]
     );
 }
 

@@ -227,7 +227,12 @@ impl fmt::Display for FailureReason {
                     notify::NO_PROPOSAL_CHOSEN => {
                         write!(f, ": none of our proposals is acceptable to the peer")
                     }
-                    notify::AUTHENTICATION_FAILED | notify::INVALID_HASH_INFORMATION => {
+                    notify::AUTHENTICATION_FAILED => write!(
+                        f,
+                        ": the peer rejected our authentication (pre-shared key mismatch, \
+                         or its policy refuses this mode, e.g. Aggressive Mode with PSK)"
+                    ),
+                    notify::INVALID_HASH_INFORMATION => {
                         write!(f, ": pre-shared key mismatch likely")
                     }
                     notify::INVALID_ID_INFORMATION => {
