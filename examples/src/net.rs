@@ -23,6 +23,8 @@ use tokio::net::UdpSocket;
 pub(crate) const IKE_PORT: u16 = 500;
 /// The NAT-T port: IKE after the float, and ESP in UDP (RFC 3947 section 4, RFC 3948).
 pub(crate) const NATT_PORT: u16 = 4500;
+/// Socket buffer size asked for on the UDP sockets.
+const UDP_BUFFER: usize = 4 << 20;
 /// IP protocol number of ESP (RFC 4303).
 pub(crate) const IPPROTO_ESP: u8 = 50;
 
@@ -72,7 +74,15 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
         .with_context(|| format!("creating UDP socket for {addr}"))?;
     socket.set_nonblocking(true)?;
-    // The kernel must not fragment-check our way to EMSGSIZE on large IKE messages.
+    // ESP in UDP arrives in bursts (a TCP window at a time); a larger buffer keeps the
+    // kernel from dropping while the loop is busy encrypting. Best effort: the kernel caps
+    // it at net.core.rmem_max.
+    if let Err(e) = socket.set_recv_buffer_size(UDP_BUFFER) {
+        tracing::debug!(%addr, "SO_RCVBUF not raised: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_BUFFER) {
+        tracing::debug!(%addr, "SO_SNDBUF not raised: {e}");
+    }
     socket
         .bind(&addr.into())
         .with_context(|| format!("binding UDP {addr} (is another IKE daemon running?)"))?;
