@@ -241,10 +241,21 @@ impl fmt::Display for FailureReason {
                     _ => Ok(()),
                 }
             }
-            Self::Timeout { awaiting, sent } => write!(
-                f,
-                "no answer from peer: waited for {awaiting} after sending our request {sent} times"
-            ),
+            Self::Timeout { awaiting, sent } => {
+                write!(
+                    f,
+                    "no answer from peer: waited for {awaiting} after sending our request {sent} times"
+                )?;
+                // A peer whose key differs cannot decrypt MM5; strongSwan then answers with
+                // an encrypted notification we cannot read either, or not at all.
+                if *awaiting == "MM6" {
+                    write!(
+                        f,
+                        " (the peer got MM5 but did not answer: check the pre-shared key)"
+                    )?;
+                }
+                Ok(())
+            }
             Self::NoSpiAvailable => write!(f, "the SPI allocator has no free inbound SPI"),
         }
     }
@@ -271,6 +282,19 @@ mod tests {
             "pre-shared key mismatch: peer's HASH did not verify (MM5)"
         );
         assert_eq!(e.notify_type(), NotifyType(24));
+    }
+
+    #[test]
+    fn silence_after_mm5_points_at_the_key() {
+        let r = FailureReason::Timeout {
+            awaiting: "MM6",
+            sent: 6,
+        };
+        assert_eq!(
+            r.to_string(),
+            "no answer from peer: waited for MM6 after sending our request 6 times \
+             (the peer got MM5 but did not answer: check the pre-shared key)"
+        );
     }
 
     #[test]
