@@ -244,7 +244,8 @@ impl fmt::Display for FailureReason {
             Self::Timeout { awaiting, sent } => {
                 write!(
                     f,
-                    "no answer from peer: waited for {awaiting} after sending our request {sent} times"
+                    "no answer from peer: waited for {awaiting} \
+                     after sending our request {sent} times"
                 )?;
                 // A peer whose key differs cannot decrypt MM5; strongSwan then answers with
                 // an encrypted notification we cannot read either, or not at all.
