@@ -12,7 +12,8 @@
 //! Per packet, reader tasks allocate one buffer (sized for the largest datagram plus the
 //! data plane's head- and tailroom) and move it through the channel; ESP is then sealed or
 //! opened in place in that buffer. A buffer pool would remove the allocation; it was not
-//! needed for the rates tested (see the README).
+//! needed for the rates measured (iperf3 through the strongSwan lab, release build: about
+//! 330 Mbit/s towards the peer and 310 Mbit/s back, on a 2-core VM).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -335,22 +336,30 @@ impl Gateway {
         }
     }
 
-    /// Sends what the endpoint queued and acts on its and the data plane's events.
+    /// Sends what the endpoint queued and acts on its and the data plane's events, until
+    /// all three queues are empty (handling an event can queue datagrams, e.g. a new Quick
+    /// Mode). Bounded: a few rounds always suffice; the cap only guards against a bug.
     async fn drain(&mut self) {
         let now = Instant::now();
-        while let Some(t) = self.endpoint.poll_transmit() {
-            self.send_ike(t).await;
+        for _ in 0..64 {
+            let mut busy = false;
+            while let Some(t) = self.endpoint.poll_transmit() {
+                self.send_ike(t).await;
+                busy = true;
+            }
+            while let Some(e) = self.endpoint.poll_event() {
+                self.handle_event(e, now);
+                busy = true;
+            }
+            while let Some(e) = self.dataplane.poll_event() {
+                self.handle_dataplane_event(e, now);
+                busy = true;
+            }
+            if !busy {
+                return;
+            }
         }
-        while let Some(e) = self.endpoint.poll_event() {
-            self.handle_event(e, now);
-        }
-        // Events may have queued more datagrams (a restart, a delete).
-        while let Some(t) = self.endpoint.poll_transmit() {
-            self.send_ike(t).await;
-        }
-        while let Some(e) = self.dataplane.poll_event() {
-            self.handle_dataplane_event(e, now);
-        }
+        warn!("endpoint and data plane kept producing output for 64 rounds; continuing later");
     }
 
     async fn send_ike(&mut self, t: endpoint::Transmit) {

@@ -548,11 +548,14 @@ mod lab {
 
     impl Drop for Lab {
         fn drop(&mut self) {
+            // No panics in here: this may run while a failing test unwinds.
+            let dir = self.vars.get("LAB_DIR").cloned().unwrap_or_default();
             if std::thread::panicking() {
+                let charon = self.vars.get("CHARON_LOG").cloned().unwrap_or_default();
                 eprintln!(
                     "---- gateway log (tail) ----\n{}\n---- charon log (tail) ----\n{}\n----",
-                    tail(&self.gateway_log(), 60),
-                    tail(Path::new(self.var("CHARON_LOG")), 60)
+                    tail(&Path::new(&dir).join("gateway.log"), 60),
+                    tail(Path::new(&charon), 60)
                 );
             }
             if let Some(mut child) = self.gateway.take() {
@@ -569,9 +572,9 @@ mod lab {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            let _ = Command::new(LAB_SH)
-                .args(["down", self.var("LAB_DIR")])
-                .status();
+            if !dir.is_empty() {
+                let _ = Command::new(LAB_SH).args(["down", &dir]).status();
+            }
         }
     }
 
