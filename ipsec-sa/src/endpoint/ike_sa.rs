@@ -29,7 +29,7 @@ use super::message::{self, exchange, HashedChain, IsakmpKeys};
 use super::natt::{self, NatDetection, NatTVariant, NATT_PORT};
 use super::proposal::{self, Phase1Choice, PROTO_ESP, PROTO_ISAKMP};
 use super::quick_mode::QuickMode;
-use super::timer::{Timer, TimerTable};
+use super::timer::{after, part_of, Timer, TimerTable};
 use super::{Cx, Event, Transmit, TunnelId};
 
 mod aggressive;
@@ -378,7 +378,7 @@ impl IkeSa {
         });
         self.timers.set(
             Timer::Phase1Retransmit,
-            cx.now + cx.config.retransmit.interval(1),
+            after(cx.now, cx.config.retransmit.interval(1)),
         );
     }
 
@@ -452,8 +452,10 @@ impl IkeSa {
         self.quick_modes.clear();
         self.retransmission = None;
         self.timers.keep_only_child_timers();
-        self.timers
-            .set(Timer::Phase1Deadline, cx.now + Duration::from_secs(10));
+        self.timers.set(
+            Timer::Phase1Deadline,
+            after(cx.now, Duration::from_secs(10)),
+        );
         self.set_state(Phase1State::Closed);
     }
 
@@ -574,19 +576,20 @@ impl IkeSa {
             .unwrap_or(config.phase1.lifetime)
             .min(config.phase1.lifetime);
         self.timers.stop(Timer::Phase1Deadline);
-        self.timers.set(Timer::Phase1Expire, cx.now + lifetime);
+        self.timers
+            .set(Timer::Phase1Expire, after(cx.now, lifetime));
         if self.role == Role::Initiator {
             self.timers
-                .set(Timer::Phase1Rekey, cx.now + lifetime.mul_f64(0.9));
+                .set(Timer::Phase1Rekey, after(cx.now, part_of(lifetime, 0.9)));
         }
         self.dpd.last_seen = Some(cx.now);
         self.seed_dpd(cx);
         if let Some(dpd) = config.dpd {
-            self.timers.set(Timer::Dpd, cx.now + dpd.delay);
+            self.timers.set(Timer::Dpd, after(cx.now, dpd.delay));
         }
         if self.floated && self.nat.local_behind_nat {
             self.timers
-                .set(Timer::NatKeepalive, cx.now + NAT_KEEPALIVE_INTERVAL);
+                .set(Timer::NatKeepalive, after(cx.now, NAT_KEEPALIVE_INTERVAL));
         }
         info!(tunnel = %self.tunnel, local = %self.local, remote = %self.remote,
             nat = self.nat.any(), lifetime_s = lifetime.as_secs(), "phase 1 established");
@@ -653,7 +656,7 @@ impl IkeSa {
                             non_esp_marker: false,
                         });
                         self.timers
-                            .set(Timer::NatKeepalive, cx.now + NAT_KEEPALIVE_INTERVAL);
+                            .set(Timer::NatKeepalive, after(cx.now, NAT_KEEPALIVE_INTERVAL));
                     }
                 }
                 Timer::Phase1Expire => self.expire_phase1(cx),
@@ -705,7 +708,8 @@ impl IkeSa {
         );
         cx.transmits.push_back(r.transmit.clone());
         let wait = cx.config.retransmit.interval(r.sent);
-        self.timers.set(Timer::Phase1Retransmit, cx.now + wait);
+        self.timers
+            .set(Timer::Phase1Retransmit, after(cx.now, wait));
     }
 
     /// RFC 3706 section 5: probe after `delay` idle, declare dead after `timeout`.
@@ -718,7 +722,7 @@ impl IkeSa {
         }
         let idle_since = self.dpd.last_seen.unwrap_or(cx.now);
         match self.dpd.outstanding {
-            Some((_, since)) if cx.now >= since + dpd.timeout => {
+            Some((_, since)) if cx.now >= after(since, dpd.timeout) => {
                 warn!(tunnel = %self.tunnel, "peer did not answer R-U-THERE: declaring it dead");
                 cx.event(Event::PeerDead {
                     tunnel: self.tunnel,
@@ -735,7 +739,7 @@ impl IkeSa {
                 }
                 self.close(cx);
             }
-            outstanding if cx.now >= idle_since + dpd.delay || outstanding.is_some() => {
+            outstanding if cx.now >= after(idle_since, dpd.delay) || outstanding.is_some() => {
                 if !self.peer_dpd {
                     debug!(tunnel = %self.tunnel, "peer did not announce DPD; probing anyway");
                 }
@@ -746,9 +750,10 @@ impl IkeSa {
                 let n = self.isakmp_notify(notify::R_U_THERE, seq.to_be_bytes().to_vec());
                 self.send_informational(cx, &[Payload::Notification(n)]);
                 let retry = cx.config.retransmit.initial.max(Duration::from_secs(1));
-                self.timers.set(Timer::Dpd, cx.now + retry.min(dpd.delay));
+                self.timers
+                    .set(Timer::Dpd, after(cx.now, retry.min(dpd.delay)));
             }
-            _ => self.timers.set(Timer::Dpd, idle_since + dpd.delay),
+            _ => self.timers.set(Timer::Dpd, after(idle_since, dpd.delay)),
         }
     }
 
@@ -771,7 +776,9 @@ impl IkeSa {
 /// initiator's whole retransmission schedule, if it uses ours.
 fn negotiation_budget(cx: &Cx<'_>) -> Duration {
     let r = cx.config.retransmit;
-    (1..=r.max_tries + 1).map(|n| r.interval(n)).sum()
+    (1..=r.max_tries.saturating_add(1).min(64))
+        .map(|n| r.interval(n))
+        .fold(Duration::ZERO, Duration::saturating_add)
 }
 
 fn nonzero_cookie(cx: &mut Cx<'_>) -> [u8; 8] {

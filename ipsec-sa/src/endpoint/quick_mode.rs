@@ -29,7 +29,7 @@ use super::ike_sa::{ChildRecord, Contents, IkeSa, Rejected, Retransmission, NONC
 use super::message::{self, exchange, HashedChain};
 use super::natt::NATT_PORT;
 use super::proposal::{self, encap, Phase2Choice, PROTO_ESP};
-use super::timer::Timer;
+use super::timer::{after, part_of, Timer};
 use super::{Cx, Event, Transmit};
 use crate::child::{ChildSaPair, Encapsulation, EspSaKeys, Lifetime};
 use crate::selector::TrafficSelector;
@@ -220,7 +220,7 @@ impl IkeSa {
         cx.transmits.push_back(t.clone());
         self.timers.set(
             Timer::QuickModeRetransmit(message_id),
-            cx.now + cx.config.retransmit.interval(1),
+            after(cx.now, cx.config.retransmit.interval(1)),
         );
         self.quick_modes.push(QuickMode {
             message_id,
@@ -297,7 +297,7 @@ impl IkeSa {
                 Rejected::Ignore("Quick Mode message after the exchange ended".into()),
             )),
         };
-        let linger = cx.now + cx.config.linger;
+        let linger = after(cx.now, cx.config.linger);
         let Some(qm) = self.quick_modes.iter_mut().find(|q| q.message_id == m) else {
             return;
         };
@@ -488,7 +488,9 @@ impl IkeSa {
         };
 
         // RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1): the responder's shorter life wins.
-        let mut life_seconds = choice.life_seconds;
+        // The responder may shorten the life we proposed, never extend it.
+        let ours = p2.lifetime.as_secs();
+        let mut life_seconds = Some(choice.life_seconds.unwrap_or(ours).min(ours));
         let mut life_kilobytes = choice.life_kilobytes;
         for n in c
             .notifies
@@ -545,7 +547,7 @@ impl IkeSa {
         let m = msg.header.message_id;
         match self.answer_qm1(cx, config, msg) {
             Ok((state, t)) => {
-                let linger = cx.now + cx.config.retransmit.interval(1);
+                let linger = after(cx.now, cx.config.retransmit.interval(1));
                 self.timers.set(Timer::QuickModeRetransmit(m), linger);
                 self.quick_modes.push(QuickMode {
                     message_id: m,
@@ -589,7 +591,7 @@ impl IkeSa {
                     retransmission: None,
                 });
                 self.timers
-                    .set(Timer::QuickModeLinger(m), cx.now + cx.config.linger);
+                    .set(Timer::QuickModeLinger(m), after(cx.now, cx.config.linger));
             }
         }
     }
@@ -896,10 +898,10 @@ impl IkeSa {
             let fraction = if initiated { 0.90 } else { 0.95 };
             self.timers.set(
                 Timer::ChildRekey(pair.inbound.spi),
-                cx.now + life.mul_f64(fraction),
+                after(cx.now, part_of(life, fraction)),
             );
             self.timers
-                .set(Timer::ChildExpire(pair.inbound.spi), cx.now + life);
+                .set(Timer::ChildExpire(pair.inbound.spi), after(cx.now, life));
         }
         self.children.push(ChildRecord {
             inbound: pair.inbound.spi,
@@ -929,7 +931,7 @@ impl IkeSa {
             };
             qm.abandon(cx);
             self.timers
-                .set(Timer::QuickModeLinger(m), cx.now + cx.config.linger);
+                .set(Timer::QuickModeLinger(m), after(cx.now, cx.config.linger));
             warn!(
                 tunnel = %self.tunnel,
                 message_id = format_args!("{m:08x}"),
@@ -952,7 +954,7 @@ impl IkeSa {
         cx.transmits.push_back(r.transmit.clone());
         let wait = cx.config.retransmit.interval(r.sent);
         self.timers
-            .set(Timer::QuickModeRetransmit(m), cx.now + wait);
+            .set(Timer::QuickModeRetransmit(m), after(cx.now, wait));
     }
 
     pub(super) fn forget_quick_mode(&mut self, m: u32) {
@@ -985,11 +987,11 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 fn responder_lifetime(data: &[u8]) -> (Option<u64>, Option<u64>) {
     let (mut secs, mut kb, mut life_type) = (None, None, None);
     for a in data.chunks_exact(4) {
-        let (Some(t), Some(v)) = (a.get(..2), a.get(2..)) else {
+        let Ok([t0, t1, v0, v1]) = <[u8; 4]>::try_from(a) else {
             continue;
         };
-        let t = u16::from_be_bytes([t[0], t[1]]);
-        let v = u64::from(u16::from_be_bytes([v[0], v[1]]));
+        let t = u16::from_be_bytes([t0, t1]);
+        let v = u64::from(u16::from_be_bytes([v0, v1]));
         match (t & 0x7fff, life_type) {
             (1, _) => life_type = Some(v),
             (2, Some(1)) => secs = Some(v),

@@ -6,7 +6,21 @@
 //! fires, which makes calling too early or twice harmless.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The longest delay we schedule: lifetimes from a peer can be any 64-bit number of
+/// seconds, which `Instant` arithmetic cannot hold.
+const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + delay`, with `delay` capped at a century so that no peer-chosen value overflows.
+pub(crate) fn after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay.min(MAX_DELAY)).unwrap_or(now)
+}
+
+/// `fraction` of `d` (for rekey points), computed on the capped delay.
+pub(crate) fn part_of(d: Duration, fraction: f64) -> Duration {
+    d.min(MAX_DELAY).mul_f64(fraction.clamp(0.0, 1.0))
+}
 
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,7 +103,17 @@ impl TimerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn huge_delays_do_not_overflow() {
+        let t0 = Instant::now();
+        assert_eq!(after(t0, Duration::MAX), t0 + MAX_DELAY);
+        assert_eq!(part_of(Duration::MAX, 0.9), MAX_DELAY.mul_f64(0.9));
+        assert_eq!(
+            part_of(Duration::from_secs(100), 0.9),
+            Duration::from_secs(90)
+        );
+    }
 
     #[test]
     fn fires_once_and_not_early() {

@@ -24,7 +24,7 @@ use super::super::ident::{identity_matches, identity_payload, ShowId};
 use super::super::message::{self, exchange};
 use super::super::natt::{self, NatTVariant, NATT_PORT};
 use super::super::proposal::{self, Phase1Choice, PROTO_ISAKMP};
-use super::super::timer::Timer;
+use super::super::timer::{after, Timer};
 use super::super::{Cx, Event, TunnelId};
 use super::{
     derive_keys, negotiation_budget, nonzero_cookie, plain_contents, seal_chain, Established,
@@ -374,7 +374,7 @@ impl IkeSa {
         sa.last_in = Some(datagram.to_vec());
         sa.send_answer(cx, bytes);
         sa.timers
-            .set(Timer::Phase1Deadline, cx.now + negotiation_budget(cx));
+            .set(Timer::Phase1Deadline, after(cx.now, negotiation_budget(cx)));
         sa.set_state(Phase1State::ExpectAm3(ExpectAm3 {
             sai_b,
             choice,

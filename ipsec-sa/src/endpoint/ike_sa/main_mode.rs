@@ -471,7 +471,7 @@ impl IkeSa {
         sa.last_in = Some(datagram.to_vec());
         sa.send_answer(cx, bytes);
         sa.timers
-            .set(Timer::Phase1Deadline, cx.now + negotiation_budget(cx));
+            .set(Timer::Phase1Deadline, after(cx.now, negotiation_budget(cx)));
         sa.set_state(Phase1State::ExpectMm3(ExpectMm3 {
             sai_b: c.sa_body,
             choice,
