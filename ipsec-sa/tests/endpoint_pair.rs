@@ -1039,3 +1039,47 @@ fn a_peer_starting_on_port_4500_is_answered_there_with_the_marker() {
     );
     assert!(t.non_esp_marker);
 }
+
+#[test]
+fn draft_nat_t_peer_gets_draft_code_points() {
+    // The right side only sees the draft vendor IDs (RFC 3947's is blanked in MM1), so
+    // both use NAT-D payload 130 and encapsulation mode 61443.
+    const RFC3947: [u8; 16] = [
+        0x4a, 0x13, 0x1c, 0x81, 0x07, 0x03, 0x58, 0x45, 0x5c, 0x57, 0x28, 0xf2, 0x0e, 0x95, 0x45,
+        0x2f,
+    ];
+    let (l, mut r) = tunnels("k", "k");
+    r.remote_addr = addr("198.51.100.254:500");
+    r.phase1.remote_id = Some(Identity::Address("192.0.2.1".parse().unwrap()));
+    let mut net = Net::new(l, r, 23);
+    net.nat = Some((
+        addr("192.0.2.1:500"),
+        addr("198.51.100.254:40001"),
+        addr("192.0.2.1:4500"),
+        addr("198.51.100.254:40002"),
+    ));
+    net.filter = Box::new(|n, _, d| {
+        let mut d = d.to_vec();
+        if n == 1 {
+            let at = d.windows(16).position(|w| w == RFC3947).unwrap();
+            d[at..at + 16].fill(0x11);
+        }
+        vec![d]
+    });
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, rp) = established(&net);
+    assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel);
+    assert_eq!(rp.remote, addr("198.51.100.254:40002"));
+
+    // MM3's payload chain: KE, Nonce, then two NAT-D payloads of the draft's type 130.
+    let mm3 = &net.left.sent[1].3;
+    let msg = ipsec_proto::isakmp::Message::parse(mm3).unwrap();
+    let types: Vec<u8> = msg
+        .payloads()
+        .unwrap()
+        .iter()
+        .map(|p| p.payload_type.0)
+        .collect();
+    assert_eq!(types, vec![4, 10, 130, 130]);
+}
