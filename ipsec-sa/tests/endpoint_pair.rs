@@ -1083,3 +1083,31 @@ fn draft_nat_t_peer_gets_draft_code_points() {
         .collect();
     assert_eq!(types, vec![4, 10, 130, 130]);
 }
+
+#[test]
+fn ipv6_outer_and_inner_addresses() {
+    let sub6 = |s: &str| TrafficSelector::from_cidr(s.parse().unwrap(), 64).unwrap();
+    let l = TunnelConfig::new(
+        "left6",
+        addr("[2001:db8::1]:500"),
+        addr("[2001:db8::2]:500"),
+        SecretBytes::from_slice(b"v6"),
+        sub6("2001:db8:1::"),
+        sub6("2001:db8:2::"),
+    );
+    let r = TunnelConfig::new(
+        "right6",
+        addr("[2001:db8::2]:500"),
+        addr("[2001:db8::1]:500"),
+        SecretBytes::from_slice(b"v6"),
+        sub6("2001:db8:2::"),
+        sub6("2001:db8:1::"),
+    );
+    let mut net = Net::new(l, r, 24);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, _) = established(&net);
+    assert_eq!(lp.local_ts, sub6("2001:db8:1::"));
+    assert_eq!(lp.remote, addr("[2001:db8::2]:500"));
+    assert_eq!(lp.encapsulation, Encapsulation::Tunnel);
+}
