@@ -22,6 +22,10 @@ use rand_chacha::ChaCha20Rng;
 
 const LATENCY: Duration = Duration::from_millis(5);
 
+/// What the initiator reports when the responder refuses every proposal.
+const NO_PROPOSAL_CHOSEN: &str =
+    "peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer";
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
@@ -464,10 +468,7 @@ fn rejects_phase1_proposal_mismatch_with_no_proposal_chosen() {
         "{}",
         right[0]
     );
-    assert_eq!(
-        failures(&net.left.events),
-        vec!["peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer"]
-    );
+    assert_eq!(failures(&net.left.events), vec![NO_PROPOSAL_CHOSEN]);
 }
 
 #[test]
@@ -486,10 +487,7 @@ fn rejects_phase2_proposal_mismatch() {
     let right = failures(&net.right.events);
     assert_eq!(right.len(), 1, "{right:?}");
     assert!(right[0].contains("phase 2"), "{}", right[0]);
-    assert_eq!(
-        failures(&net.left.events),
-        vec!["peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer"]
-    );
+    assert_eq!(failures(&net.left.events), vec![NO_PROPOSAL_CHOSEN]);
 }
 
 #[test]
@@ -730,7 +728,7 @@ fn quick_mode_timeout_is_reported() {
     net.run_for(Duration::from_secs(120));
     assert_eq!(
         failures(&net.left.events),
-        vec!["no answer from peer: waited for QM2 after sending our request 6 times"]
+        vec!["no answer from peer: waited for QM2 after sending our last message 6 times"]
     );
     let _ = FailureReason::NoSpiAvailable;
 }
@@ -891,7 +889,10 @@ mod corruption {
         ) {
             let (mut l, mut r) = tunnels("k", "k");
             for t in [&mut l, &mut r] {
-                t.phase1.proposals = vec![Phase1Proposal { group: DhGroup::Modp1024, ..Phase1Proposal::default() }];
+                t.phase1.proposals = vec![Phase1Proposal {
+                    group: DhGroup::Modp1024,
+                    ..Phase1Proposal::default()
+                }];
                 t.phase2.pfs_group = Some(DhGroup::Modp1024);
             }
             let mut net = Net::new(l, r, seed);
@@ -977,7 +978,7 @@ fn rejects_aggressive_mode_when_main_mode_is_configured() {
     assert!(net.right.sent.is_empty(), "the responder never answers AM1");
     assert_eq!(
         failures(&net.left.events),
-        vec!["no answer from peer: waited for AM2 after sending our request 6 times"]
+        vec!["no answer from peer: waited for AM2 after sending our last message 6 times"]
     );
 }
 

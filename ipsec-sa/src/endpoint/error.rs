@@ -242,10 +242,11 @@ impl fmt::Display for FailureReason {
                 }
             }
             Self::Timeout { awaiting, sent } => {
+                let times = if *sent == 1 { "time" } else { "times" };
                 write!(
                     f,
                     "no answer from peer: waited for {awaiting} \
-                     after sending our request {sent} times"
+                     after sending our last message {sent} {times}"
                 )?;
                 // A peer whose key differs cannot decrypt MM5; strongSwan then answers with
                 // an encrypted notification we cannot read either, or not at all.
@@ -293,7 +294,7 @@ mod tests {
         };
         assert_eq!(
             r.to_string(),
-            "no answer from peer: waited for MM6 after sending our request 6 times \
+            "no answer from peer: waited for MM6 after sending our last message 6 times \
              (the peer got MM5 but did not answer: check the pre-shared key)"
         );
     }
