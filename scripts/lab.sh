@@ -25,7 +25,8 @@
 # Environment for `up`: LAB_PREFIX (namespace prefix, default ipgw<pid>), LAB_PSK,
 #   LAB_IKE_PROPOSALS (default aes128-sha1-modp2048), LAB_ESP_PROPOSALS (same), LAB_DPD_DELAY
 #   (default 0s = off), LAB_DPD_TIMEOUT (default 30s), LAB_CHILD_REKEY_TIME (strongSwan's
-#   CHILD_SA rekey_time, default 1h; lower it to test rekeying).
+#   CHILD_SA rekey_time, default 1h; lower it to test rekeying), LAB_AGGRESSIVE (yes: IKEv1
+#   Aggressive Mode on both sides; default no = Main Mode).
 #
 # As a library: `source scripts/lab.sh` defines the lab_* functions and runs nothing. The caller
 # sets its own `trap lab_down EXIT`.
@@ -101,6 +102,8 @@ charon {
     # kernel-libipsec before kernel-netlink: userspace ESP over TUN, netlink for routes.
     load_modular = no
     load = random nonce openssl aes sha1 sha2 md5 hmac gmp kdf kernel-libipsec kernel-netlink socket-default vici
+    # A responder refuses Aggressive Mode with a PSK unless told otherwise.
+    i_dont_care_about_security_and_use_aggressive_mode_psk = $LAB_AGGRESSIVE
     # Lab retransmits: a failure shows within seconds (defaults would take about 2 minutes).
     retransmit_timeout = 1.0
     retransmit_base = 1.4
@@ -138,7 +141,7 @@ EOF
 connections {
     lab {
         version = 1
-        aggressive = no
+        aggressive = $LAB_AGGRESSIVE
         local_addrs = 192.0.2.2
         remote_addrs = 192.0.2.1
         proposals = $LAB_IKE_PROPOSALS
@@ -226,6 +229,8 @@ lab_up() {
     LAB_DPD_DELAY=${LAB_DPD_DELAY:-0s}
     LAB_DPD_TIMEOUT=${LAB_DPD_TIMEOUT:-30s}
     LAB_CHILD_REKEY_TIME=${LAB_CHILD_REKEY_TIME:-1h}
+    LAB_AGGRESSIVE=${LAB_AGGRESSIVE:-no}
+    case $LAB_AGGRESSIVE in yes|no) ;; *) lab_say "LAB_AGGRESSIVE must be yes or no"; return 1 ;; esac
     [ "$(id -u)" = 0 ] || { lab_say "the lab needs root (namespaces, veth, TUN)"; return 1; }
     [ -x "$LAB_CHARON" ] || { lab_say "no $LAB_CHARON: run scripts/install-deps.sh"; return 1; }
 
@@ -244,6 +249,7 @@ NS_SW=$NS_SW
 NS_HR=$NS_HR
 LAB_PSK_FILE=$LAB_PSK_FILE
 CHARON_LOG=$CHARON_LOG
+LAB_AGGRESSIVE=$LAB_AGGRESSIVE
 EOF
     lab_topology || return 1
     lab_write_strongswan_conf || return 1
@@ -295,7 +301,7 @@ remote_subnets = ["10.2.0.0/24"]
 psk = { file = "$LAB_DIR/psk" }
 
 [tunnel.phase1]
-mode = "main"
+mode = "$( [ "${LAB_AGGRESSIVE:-no}" = yes ] && echo aggressive || echo main )"
 encryption = ["aes128"]
 authentication = ["sha1"]
 dh_group = [14]

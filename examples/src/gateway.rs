@@ -907,11 +907,7 @@ pub(crate) fn to_endpoint_config(t: &config::Tunnel) -> Result<endpoint::TunnelC
 
     tc.phase1.mode = match t.phase1.mode {
         Phase1Mode::Main => endpoint::Phase1Mode::Main,
-        Phase1Mode::Aggressive => {
-            return Err(
-                "phase1.mode: aggressive mode is not implemented by ipsec-sa yet; use main".into(),
-            )
-        }
+        Phase1Mode::Aggressive => endpoint::Phase1Mode::Aggressive,
     };
     tc.phase1.proposals = t
         .phase1
@@ -1174,16 +1170,15 @@ entries = [{ name = "web", local = "10.1.255.92", remote = "10.2.0.15" }]
     }
 
     #[test]
-    fn rejects_aggressive_mode_until_implemented() {
+    fn aggressive_mode_is_passed_on() {
         let text = TUNNEL.replace(
             "[tunnel.phase1]\n",
             "[tunnel.phase1]\nmode = \"aggressive\"\n",
         );
-        let err = to_endpoint_config(&tunnel(&text)).unwrap_err();
-        assert_eq!(
-            err,
-            "phase1.mode: aggressive mode is not implemented by ipsec-sa yet; use main"
-        );
+        let tc = to_endpoint_config(&tunnel(&text)).unwrap();
+        assert_eq!(tc.phase1.mode, endpoint::Phase1Mode::Aggressive);
+        let tc = to_endpoint_config(&tunnel(TUNNEL)).unwrap();
+        assert_eq!(tc.phase1.mode, endpoint::Phase1Mode::Main);
     }
 
     #[test]

@@ -24,6 +24,13 @@ mod lab {
     const GATEWAY: &str = env!("CARGO_BIN_EXE_ipsec-gateway");
     const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
 
+    /// The phase 1 exchange.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Mode {
+        Main,
+        Aggressive,
+    }
+
     /// Who starts the negotiation.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub(crate) enum Initiator {
@@ -591,12 +598,19 @@ mod lab {
     }
 
     /// The whole scenario for one initiator.
-    pub(crate) fn scenario(initiator: Initiator) {
-        let case = match initiator {
-            Initiator::Gateway => "g",
-            Initiator::StrongSwan => "s",
+    pub(crate) fn scenario(initiator: Initiator, mode: Mode) {
+        let case = match (initiator, mode) {
+            (Initiator::Gateway, Mode::Main) => "g",
+            (Initiator::StrongSwan, Mode::Main) => "s",
+            (Initiator::Gateway, Mode::Aggressive) => "ag",
+            (Initiator::StrongSwan, Mode::Aggressive) => "as",
         };
-        let mut lab = Lab::up(case);
+        let aggressive = if mode == Mode::Aggressive {
+            "yes"
+        } else {
+            "no"
+        };
+        let mut lab = Lab::up_with(case, &[("LAB_AGGRESSIVE", aggressive)]);
         lab.start_gateway(
             match initiator {
                 Initiator::Gateway => "start",
@@ -662,6 +676,21 @@ mod lab {
             "{sas}"
         );
 
+        // The phase 1 exchange strongSwan saw (its log at ike level 4 names each message).
+        let charon = std::fs::read_to_string(lab.var("CHARON_LOG")).unwrap_or_default();
+        let (ours, other) = match mode {
+            Mode::Main => ("ID_PROT", "AGGRESSIVE"),
+            Mode::Aggressive => ("AGGRESSIVE", "ID_PROT"),
+        };
+        assert!(
+            charon.contains(&format!("parsed {ours} ")),
+            "no {ours} exchange in charon's log"
+        );
+        assert!(
+            !charon.contains(&format!("parsed {other} ")),
+            "unexpected {other} exchange"
+        );
+
         // And back: host behind strongSwan to host behind us.
         let ping = lab.in_ns("NS_HR", &["ping", "-c", "3", "-W", "2", "10.1.0.10"]);
         assert!(
@@ -704,13 +733,13 @@ mod lab {
 #[test]
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn gateway_initiates_to_strongswan_and_hosts_ping_both_ways() {
-    lab::scenario(lab::Initiator::Gateway);
+    lab::scenario(lab::Initiator::Gateway, lab::Mode::Main);
 }
 
 #[test]
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn strongswan_initiates_to_gateway_and_hosts_ping_both_ways() {
-    lab::scenario(lab::Initiator::StrongSwan);
+    lab::scenario(lab::Initiator::StrongSwan, lab::Mode::Main);
 }
 
 #[test]
@@ -747,4 +776,16 @@ fn rekeys_its_child_sas_before_they_expire_without_loss() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn renegotiates_when_strongswan_expires_the_child_sa() {
     lab::peer_expiry_renegotiated();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn aggressive_mode_gateway_initiates_and_hosts_ping_both_ways() {
+    lab::scenario(lab::Initiator::Gateway, lab::Mode::Aggressive);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn aggressive_mode_strongswan_initiates_and_hosts_ping_both_ways() {
+    lab::scenario(lab::Initiator::StrongSwan, lab::Mode::Aggressive);
 }
