@@ -1112,3 +1112,114 @@ fn ipv6_outer_and_inner_addresses() {
     assert_eq!(lp.remote, addr("[2001:db8::2]:500"));
     assert_eq!(lp.encapsulation, Encapsulation::Tunnel);
 }
+
+#[test]
+fn one_pair_per_subnet_combination_each_rekeyed_on_its_own() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.local_ts.push(subnet("10.3.0.0", 24));
+    r.remote_ts.push(subnet("10.3.0.0", 24));
+    l.phase2.lifetime = Duration::from_secs(100);
+    r.phase2.lifetime = Duration::from_secs(100);
+    let mut net = Net::new(l, r, 25);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+
+    let selectors = |events: &[Event]| -> Vec<String> {
+        children(events)
+            .iter()
+            .map(|p| format!("{} > {}", p.local_ts, p.remote_ts))
+            .collect()
+    };
+    assert_eq!(
+        selectors(&net.left.events),
+        vec!["10.1.0.0/24 > 10.2.0.0/24", "10.3.0.0/24 > 10.2.0.0/24"]
+    );
+    let l_pairs = children(&net.left.events);
+    let r_pairs = children(&net.right.events);
+    assert_eq!(r_pairs.len(), 2);
+    assert_mirrored(l_pairs[0], r_pairs[0]);
+    assert_mirrored(l_pairs[1], r_pairs[1]);
+
+    // Each pair is replaced for its own selectors.
+    net.run_for(Duration::from_secs(150));
+    assert_eq!(
+        selectors(&net.left.events),
+        vec![
+            "10.1.0.0/24 > 10.2.0.0/24",
+            "10.3.0.0/24 > 10.2.0.0/24",
+            "10.1.0.0/24 > 10.2.0.0/24",
+            "10.3.0.0/24 > 10.2.0.0/24"
+        ]
+    );
+    assert_eq!(
+        count(&net.left.events, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        )),
+        2
+    );
+    assert_eq!(
+        net.left.ep.tunnel_state(net.left.tunnel),
+        TunnelState::Phase1Up {
+            child_sas: 2,
+            quick_modes_in_progress: 0
+        }
+    );
+}
+
+#[test]
+fn a_replayed_clear_message_does_not_end_main_mode() {
+    // Before MM5 the responder gets MM1 again, before MM6 the initiator gets MM2 again:
+    // both late clear copies are dropped.
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 26);
+    let mut first: [Option<Vec<u8>>; 2] = [None, None];
+    net.filter = Box::new(move |_, side, d| {
+        let i = usize::from(side == Side::Right);
+        let encrypted = d[19] & 1 == 1;
+        match (&first[i], encrypted) {
+            (None, _) => {
+                first[i] = Some(d.to_vec());
+                vec![d.to_vec()]
+            }
+            (Some(old), true) if d[18] == 2 => vec![old.clone(), d.to_vec()],
+            _ => vec![d.to_vec()],
+        }
+    });
+    net.initiate();
+    net.run_for(Duration::from_secs(10));
+    established(&net);
+    assert!(failures(&net.left.events).is_empty());
+    assert!(failures(&net.right.events).is_empty());
+}
+
+#[test]
+fn quick_mode_overtaking_am3_is_held_until_am3_arrives() {
+    let (mut l, mut r) = tunnels("k", "k");
+    for t in [&mut l, &mut r] {
+        t.phase1.mode = Phase1Mode::Aggressive;
+    }
+    let mut net = Net::new(l, r, 27);
+    // Hold AM3 (the left side's 2nd datagram) and deliver it right after QM1.
+    let mut held: Option<Vec<u8>> = None;
+    let mut n = 0;
+    net.filter = Box::new(move |_, side, d| {
+        if side == Side::Right {
+            return vec![d.to_vec()];
+        }
+        n += 1;
+        match n {
+            2 => {
+                held = Some(d.to_vec());
+                vec![]
+            }
+            3 => vec![d.to_vec(), held.take().unwrap()],
+            _ => vec![d.to_vec()],
+        }
+    });
+    net.initiate();
+    net.run_for(Duration::from_millis(900));
+    established(&net);
+    // Answered before any retransmission of QM1.
+    assert_eq!(net.left.sent.len(), 4);
+}

@@ -12,7 +12,7 @@ use super::TunnelId;
 
 /// RFC 2408 section 3.14.1 and RFC 2407 section 4.6.3 notify message types we send or act on.
 pub(crate) mod notify {
-    pub(crate) const INVALID_FLAGS: u16 = 8;
+
     pub(crate) const INVALID_SPI: u16 = 11;
     pub(crate) const NO_PROPOSAL_CHOSEN: u16 = 14;
     pub(crate) const PAYLOAD_MALFORMED: u16 = 16;
@@ -148,12 +148,7 @@ pub enum PeerMisbehaved {
         /// Ours.
         policy: String,
     },
-    /// A message that must be encrypted arrived in clear, or the reverse.
-    #[error("peer's {message} has the wrong encryption flag")]
-    WrongEncryptionFlag {
-        /// Which message.
-        message: &'static str,
-    },
+
     /// An SPI is not 4 bytes, or is in the reserved range 0..=255 (RFC 4303 section 2.1).
     #[error("peer chose an invalid SPI {spi:02x?}")]
     InvalidSpi {
@@ -179,7 +174,7 @@ impl PeerMisbehaved {
             Self::UnexpectedIdentity { .. } | Self::SelectorsOutsidePolicy { .. } => {
                 notify::INVALID_ID_INFORMATION
             }
-            Self::WrongEncryptionFlag { .. } => notify::INVALID_FLAGS,
+
             Self::InvalidSpi { .. } => notify::INVALID_SPI,
         })
     }

@@ -205,18 +205,34 @@ pub(super) struct ChildRecord {
     pub(super) remote_ts: crate::selector::TrafficSelector,
 }
 
+/// Our side's and the peer's side's selector of one ESP SA pair.
+pub(super) type Selectors = (
+    crate::selector::TrafficSelector,
+    crate::selector::TrafficSelector,
+);
+
+/// Every selector pair a tunnel protects: each local subnet with each remote one, one
+/// Quick Mode each (IKEv1 client IDs name one subnet per side, RFC 2409 section 5.5).
+pub(super) fn wanted_pairs(config: &TunnelConfig) -> Vec<Selectors> {
+    config
+        .local_ts
+        .iter()
+        .flat_map(|l| config.remote_ts.iter().map(move |r| (*l, *r)))
+        .collect()
+}
+
 /// Something only the endpoint can do, asked for by an SA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SaAction {
     /// Start Main Mode for the tunnel (rekeying, or renewing an ESP SA after phase 1
-    /// ended), then Quick Mode if `with_child`.
+    /// ended), then Quick Modes for every missing pair if `with_child`.
     Initiate {
-        /// Negotiate an ESP SA pair once phase 1 is up.
+        /// Negotiate the tunnel's ESP SA pairs once phase 1 is up.
         with_child: bool,
     },
-    /// An ESP SA pair nears its lifetime: run Quick Mode on the tunnel's newest
-    /// established ISAKMP SA, or Main Mode first if there is none.
-    RenewChild,
+    /// An ESP SA pair nears its lifetime: run Quick Mode for its selectors on the
+    /// tunnel's newest established ISAKMP SA, or Main Mode first if there is none.
+    RenewChild(Selectors),
     /// The peer sent INITIAL-CONTACT: every other SA of the tunnel is stale (RFC 2407
     /// section 4.6.3.3).
     InitialContact,
@@ -250,8 +266,12 @@ pub(super) struct IkeSa {
     pub(super) children: Vec<ChildRecord>,
     /// Requests for the endpoint, drained after every input.
     pub(super) actions: Vec<SaAction>,
-    /// Quick Modes to start once phase 1 is up.
-    pending_children: u32,
+    /// The peer's first Quick Mode message when it arrived before AM3 (the initiator of
+    /// Aggressive Mode is done after sending AM3 and may start Quick Mode at once, so a
+    /// reordering or a lost AM3 lets QM1 overtake it).
+    early_quick_mode: Option<Vec<u8>>,
+    /// Quick Modes to start once phase 1 is up, by selector pair.
+    pending_children: Vec<Selectors>,
     /// Send INITIAL-CONTACT in MM5: this is our first SA with the peer since we started
     /// (or since every other one ended). Never on a renewal: the peer would drop the SAs
     /// still in use (RFC 2407 section 4.6.3.3).
@@ -287,7 +307,8 @@ impl IkeSa {
             quick_modes: Vec::new(),
             children: Vec::new(),
             actions: Vec::new(),
-            pending_children: 0,
+            pending_children: Vec::new(),
+            early_quick_mode: None,
             send_initial_contact: false,
             dpd: Dpd::default(),
             failure: None,
@@ -310,6 +331,16 @@ impl IkeSa {
             self.state,
             Phase1State::Established(_) | Phase1State::Closed
         )
+    }
+
+    /// Keeps a Quick Mode message that arrived while we still wait for AM3, to handle it
+    /// once AM3 completes phase 1. Returns whether it was kept.
+    pub(super) fn hold_early_quick_mode(&mut self, datagram: &[u8]) -> bool {
+        if matches!(self.state, Phase1State::ExpectAm3(_)) {
+            self.early_quick_mode = Some(datagram.to_vec());
+            return true;
+        }
+        false
     }
 
     /// Established or still negotiating.
@@ -545,6 +576,12 @@ impl IkeSa {
                 self.set_state_from(from, next);
                 if established {
                     self.on_established(cx, config);
+                    // A QM1 that overtook AM3 (see `hold_early_quick_mode`) goes now.
+                    if let Some(d) = self.early_quick_mode.take() {
+                        if let Ok(early) = Message::parse(&d) {
+                            self.handle_quick_mode(cx, config, &early, &d);
+                        }
+                    }
                 }
             }
             Err((state, Rejected::Ignore(why))) => {
@@ -601,27 +638,36 @@ impl IkeSa {
             initiator_cookie: self.cky_i,
             responder_cookie: self.cky_r,
         });
-        while self.pending_children > 0 {
-            self.pending_children -= 1;
-            self.start_quick_mode(cx, config);
+        for (local_ts, remote_ts) in std::mem::take(&mut self.pending_children) {
+            self.start_quick_mode(cx, config, local_ts, remote_ts);
         }
     }
 
-    /// Asks for another ESP SA pair: now if phase 1 is up, else once it is.
-    /// Idempotent: nothing happens while a pair for the tunnel's selectors exists or is
-    /// being negotiated (rekeying starts its Quick Modes directly).
+    /// Asks for the tunnel's ESP SA pairs (one per selector pair): now if phase 1 is up,
+    /// else once it is. Idempotent: a pair that exists or is being negotiated is skipped
+    /// (rekeying goes through [`Self::renew_child`]).
     pub(super) fn request_child(&mut self, cx: &mut Cx<'_>, config: &TunnelConfig) {
-        let wanted = (config.local_ts.first(), config.remote_ts.first());
-        let have = self
-            .children
-            .iter()
-            .any(|c| (Some(&c.local_ts), Some(&c.remote_ts)) == wanted);
-        if have || self.quick_modes_in_progress() > 0 {
-            debug!(tunnel = %self.tunnel, have, "ESP SA pair exists or is being negotiated");
-        } else if self.is_established() {
-            self.start_quick_mode(cx, config);
-        } else {
-            self.pending_children = 1;
+        for pair in wanted_pairs(config) {
+            let have = self
+                .children
+                .iter()
+                .any(|c| (c.local_ts, c.remote_ts) == pair);
+            if have || self.negotiating_pair(pair) || self.pending_children.contains(&pair) {
+                debug!(tunnel = %self.tunnel, local_ts = %pair.0, remote_ts = %pair.1,
+                    "ESP SA pair exists or is being negotiated");
+            } else {
+                self.renew_child(cx, config, pair);
+            }
+        }
+    }
+
+    /// Negotiates a pair for `pair` regardless of existing ones: now if phase 1 is up,
+    /// else once it is.
+    pub(super) fn renew_child(&mut self, cx: &mut Cx<'_>, config: &TunnelConfig, pair: Selectors) {
+        if self.is_established() {
+            self.start_quick_mode(cx, config, pair.0, pair.1);
+        } else if !self.pending_children.contains(&pair) {
+            self.pending_children.push(pair);
         }
     }
 
@@ -672,7 +718,10 @@ impl IkeSa {
                         info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
                             "ESP SA pair nears its lifetime: negotiating a replacement");
                         // The endpoint picks the newest ISAKMP SA of the tunnel.
-                        self.actions.push(SaAction::RenewChild);
+                        if let Some(c) = self.children.iter().find(|c| c.inbound == spi) {
+                            self.actions
+                                .push(SaAction::RenewChild((c.local_ts, c.remote_ts)));
+                        }
                     }
                 }
                 Timer::ChildExpire(spi) => {

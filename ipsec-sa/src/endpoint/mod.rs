@@ -368,7 +368,7 @@ impl Endpoint {
             .sas
             .values()
             .any(|sa| sa.tunnel == tunnel && sa.is_usable());
-        let sa = IkeSa::initiate(&mut cx, tunnel, config, 1, first_contact);
+        let sa = IkeSa::initiate(&mut cx, tunnel, config, true, first_contact);
         self.insert(sa);
         Ok(())
     }
@@ -419,34 +419,22 @@ impl Endpoint {
                         .sas
                         .values()
                         .any(|sa| sa.tunnel == tunnel && sa.is_usable());
-                    let sa = IkeSa::initiate(
-                        &mut cx,
-                        tunnel,
-                        config,
-                        u32::from(with_child),
-                        first_contact,
-                    );
+                    let sa = IkeSa::initiate(&mut cx, tunnel, config, with_child, first_contact);
                     self.insert(sa);
                 }
-                SaAction::RenewChild => {
-                    let newest = self
+                SaAction::RenewChild(pair) => {
+                    // The newest established ISAKMP SA, else one being negotiated.
+                    let usable = self
                         .sas
                         .iter_mut()
-                        .filter(|(_, sa)| sa.tunnel == tunnel && sa.is_established())
-                        .max_by_key(|(id, _)| **id);
-                    if let Some((_, sa)) = newest {
-                        sa.start_quick_mode(&mut cx, config);
+                        .filter(|(_, sa)| sa.tunnel == tunnel && sa.is_usable())
+                        .max_by_key(|(id, sa)| (sa.is_established(), **id));
+                    if let Some((_, sa)) = usable {
+                        sa.renew_child(&mut cx, config, pair);
                         continue;
                     }
-                    let negotiating = self
-                        .sas
-                        .values_mut()
-                        .find(|sa| sa.tunnel == tunnel && sa.is_negotiating());
-                    if let Some(sa) = negotiating {
-                        sa.request_child(&mut cx, config);
-                        continue;
-                    }
-                    let sa = IkeSa::initiate(&mut cx, tunnel, config, 1, true);
+                    let mut sa = IkeSa::initiate(&mut cx, tunnel, config, false, true);
+                    sa.renew_child(&mut cx, config, pair);
                     self.insert(sa);
                 }
                 SaAction::InitialContact => {

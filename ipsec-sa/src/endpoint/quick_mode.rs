@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::config::TunnelConfig;
 use super::error::{notify, FailureReason, PeerMisbehaved};
 use super::ident::{selector, selector_payload};
-use super::ike_sa::{ChildRecord, Contents, IkeSa, Rejected, Retransmission, NONCE_LEN};
+use super::ike_sa::{ChildRecord, Contents, IkeSa, Rejected, Retransmission, Selectors, NONCE_LEN};
 use super::message::{self, exchange, HashedChain};
 use super::natt::NATT_PORT;
 use super::proposal::{self, encap, Phase2Choice, PROTO_ESP};
@@ -123,11 +123,6 @@ impl QuickMode {
     }
 }
 
-/// The two selectors a Quick Mode proposes: the first configured entry of each side.
-fn proposed_selectors(config: &TunnelConfig) -> Option<(TrafficSelector, TrafficSelector)> {
-    Some((*config.local_ts.first()?, *config.remote_ts.first()?))
-}
-
 impl IkeSa {
     /// The encapsulation mode to propose or accept: UDP tunnel when a NAT was found
     /// (RFC 3947 section 5.1), else tunnel.
@@ -155,11 +150,22 @@ impl IkeSa {
         }
     }
 
+    /// Whether a Quick Mode we started for `pair` is still running.
+    pub(super) fn negotiating_pair(&self, pair: Selectors) -> bool {
+        self.quick_modes.iter().any(|q| match &q.state {
+            QmState::ExpectQm2(s) => (s.local_ts, s.remote_ts) == pair,
+            _ => false,
+        })
+    }
+
     /// Sends QM1 = HDR*, HASH(1), SA, Ni [, KE], IDci, IDcr (RFC 2409 section 5.5).
-    pub(super) fn start_quick_mode(&mut self, cx: &mut Cx<'_>, config: &TunnelConfig) {
-        let Some((local_ts, remote_ts)) = proposed_selectors(config) else {
-            return;
-        };
+    pub(super) fn start_quick_mode(
+        &mut self,
+        cx: &mut Cx<'_>,
+        config: &TunnelConfig,
+        local_ts: TrafficSelector,
+        remote_ts: TrafficSelector,
+    ) {
         let Some(inbound_spi) = cx.allocate_spi() else {
             cx.event(Event::Failed {
                 tunnel: self.tunnel,
@@ -261,7 +267,11 @@ impl IkeSa {
         datagram: &[u8],
     ) {
         if !self.is_established() {
-            debug!(tunnel = %self.tunnel, "dropping Quick Mode message: phase 1 not established");
+            if self.hold_early_quick_mode(datagram) {
+                debug!(tunnel = %self.tunnel, "holding a Quick Mode message that overtook AM3");
+            } else {
+                debug!(tunnel = %self.tunnel, "dropping Quick Mode message: phase 1 not established");
+            }
             return;
         }
         let m = msg.header.message_id;
@@ -355,11 +365,10 @@ impl IkeSa {
     /// Decrypts a Quick Mode message, checks HASH is first, and returns the plaintext
     /// with the IV that follows it.
     fn open_quick_mode(&self, msg: &Message<'_>) -> Result<(Vec<u8>, Vec<u8>), Rejected> {
+        // Quick Mode is always encrypted (RFC 2409 section 5.5): a clear one is a replay
+        // of something else or a forgery, dropped without ending anything.
         if !msg.header.is_encrypted() {
-            return Err(PeerMisbehaved::WrongEncryptionFlag {
-                message: "Quick Mode",
-            }
-            .into());
+            return Err(Rejected::Ignore("unencrypted Quick Mode message".into()));
         }
         let keys = self
             .keys

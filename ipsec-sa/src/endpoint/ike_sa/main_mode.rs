@@ -58,7 +58,7 @@ impl IkeSa {
         cx: &mut Cx<'_>,
         tunnel: TunnelId,
         config: &TunnelConfig,
-        children: u32,
+        with_children: bool,
         first_contact: bool,
     ) -> Self {
         let mut sa = Self::new(
@@ -68,7 +68,9 @@ impl IkeSa {
             config.remote_addr,
         );
         sa.cky_i = nonzero_cookie(cx);
-        sa.pending_children = children;
+        if with_children {
+            sa.pending_children = wanted_pairs(config);
+        }
         sa.send_initial_contact = first_contact && config.initial_contact;
         if config.phase1.mode == crate::endpoint::Phase1Mode::Aggressive {
             let next = sa.send_am1(cx, config);
@@ -672,8 +674,12 @@ impl IkeSa {
         msg: &Message<'_>,
         which: &'static str,
     ) -> Result<(Contents, Vec<u8>), Rejected> {
+        // A clear message here is a late copy of an earlier one (or a forgery): dropping
+        // it keeps a replay from ending the exchange.
         if !msg.header.is_encrypted() {
-            return Err(PeerMisbehaved::WrongEncryptionFlag { message: which }.into());
+            return Err(Rejected::Ignore(format!(
+                "{which} expected, got a clear message"
+            )));
         }
         let Some(keys) = &self.keys else {
             return Err(Rejected::Ignore(format!("{which} before keys")));
