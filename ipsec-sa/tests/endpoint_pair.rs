@@ -1223,3 +1223,41 @@ fn quick_mode_overtaking_am3_is_held_until_am3_arrives() {
     // Answered before any retransmission of QM1.
     assert_eq!(net.left.sent.len(), 4);
 }
+
+/// Hands out 0x1000, 0x1001, ... and records releases.
+struct CountingSpis {
+    next: u32,
+    released: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+}
+
+impl ipsec_sa::endpoint::SpiAllocator for CountingSpis {
+    fn allocate(&mut self) -> Option<u32> {
+        self.next += 1;
+        Some(self.next - 1)
+    }
+
+    fn release(&mut self, spi: u32) {
+        self.released.lock().unwrap().push(spi);
+    }
+}
+
+#[test]
+fn inbound_spis_come_from_the_allocator_and_go_back_to_it() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 28);
+    let released = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    net.left.ep.set_spi_allocator(Box::new(CountingSpis {
+        next: 0x1000,
+        released: released.clone(),
+    }));
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, rp) = established(&net);
+    assert_eq!(lp.inbound.spi, 0x1000);
+    assert_eq!(rp.outbound.spi, 0x1000);
+
+    let now = net.now;
+    net.left.ep.shutdown(now);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(*released.lock().unwrap(), vec![0x1000]);
+}
