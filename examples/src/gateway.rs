@@ -111,6 +111,10 @@ struct TunnelState {
     retry_delay: Duration,
     /// For `initiate = "on-traffic"`: no new start before this time.
     holdoff_until: Option<Instant>,
+    /// DPD declared the peer dead: no automatic restart or retry until a pair is installed
+    /// again (the endpoint itself restarts when the DPD action is "restart"; "clear" means
+    /// wait for the peer, as strongSwan's dpd_action=clear does).
+    dead_peer_hold: bool,
     last_error: Option<String>,
 }
 
@@ -193,6 +197,7 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
             retry_at: None,
             retry_delay: RETRY_FIRST,
             holdoff_until: None,
+            dead_peer_hold: false,
             last_error: None,
         });
     }
@@ -446,7 +451,8 @@ impl Gateway {
                     t.set_phase(next, now);
                     // The peer deleted the last pair (expiry on its side, or an operator):
                     // a tunnel that should always be up negotiates a new one at once.
-                    restart = t.cfg.initiate == Initiate::Start && !self.stopping;
+                    restart =
+                        t.cfg.initiate == Initiate::Start && !self.stopping && !t.dead_peer_hold;
                 }
                 if restart {
                     info!(tunnel = %t.cfg.name, "no ESP SA left: negotiating a new pair");
@@ -488,6 +494,11 @@ impl Gateway {
                 };
                 warn!(tunnel = %t.cfg.name, "dead peer detection: peer declared dead");
                 t.last_error = Some("peer declared dead by DPD".into());
+                // "restart": the endpoint starts again, and our retries back it up.
+                t.dead_peer_hold = t
+                    .cfg
+                    .dpd
+                    .is_some_and(|d| d.action != config::DpdAction::Restart);
             }
             other => debug!(event = ?other, "endpoint event not handled by the gateway"),
         }
@@ -510,6 +521,7 @@ impl Gateway {
                 self.esp_peers.insert(pair.inbound.spi, pair.remote);
                 t.retry_delay = RETRY_FIRST;
                 t.last_error = None;
+                t.dead_peer_hold = false;
                 t.set_phase(Phase::Up, now);
                 if let Some(keys) = &self.keys {
                     if let Err(e) = keys.child_sa(pair) {
@@ -867,7 +879,7 @@ fn phase_name(p: Phase) -> &'static str {
 
 /// After a failure, a tunnel that should always be up tries again with back-off.
 fn schedule_retry(t: &mut TunnelState, now: Instant) {
-    if t.cfg.initiate == Initiate::Start && t.retry_at.is_none() {
+    if t.cfg.initiate == Initiate::Start && t.retry_at.is_none() && !t.dead_peer_hold {
         t.retry_at = Some(now + t.retry_delay);
         info!(tunnel = %t.cfg.name, delay_s = t.retry_delay.as_secs(), "will initiate again");
         t.retry_delay = (t.retry_delay * 2).min(RETRY_MAX);

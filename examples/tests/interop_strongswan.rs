@@ -553,6 +553,57 @@ mod lab {
         assert!(status.contains("tunnel lab: up"), "{status}");
     }
 
+    /// Dead peer detection (RFC 3706) with a 2 s delay and 6 s timeout: charon is killed
+    /// (SIGKILL, so it sends no Delete); the gateway's R-U-THERE probes go unanswered, it
+    /// declares the peer dead, clears the SAs and says so in `status`.
+    pub(crate) fn dead_peer() {
+        let mut lab = Lab::up("d");
+        let out = run(Command::new(LAB_SH).args(["gateway-config", lab.var("LAB_DIR"), "start"]));
+        let config = text(&out.stdout);
+        let dpd = "delay_seconds = 10\ntimeout_seconds = 30\naction = \"restart\"";
+        assert!(config.contains(dpd), "{config}");
+        let config = config.replace(
+            dpd,
+            "delay_seconds = 2\ntimeout_seconds = 6\naction = \"clear\"",
+        );
+        lab.start_gateway_with(&config, &[]);
+        let up = lab.wait_for(Duration::from_secs(20), || {
+            lab.list_sas().contains("INSTALLED")
+        });
+        assert!(
+            up,
+            "no CHILD_SA installed on strongSwan within 20 s:\n{}",
+            lab.list_sas()
+        );
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "1", "-W", "2", "10.2.0.10"]);
+        assert!(ping.status.success(), "{}", text(&ping.stdout));
+
+        let charon = lab.var("CHARON_PID").to_owned();
+        let killed = run(Command::new("kill").args(["-KILL", &charon]));
+        assert!(killed.status.success(), "could not kill charon {charon}");
+        let started = Instant::now();
+        let dead = lab.wait_for(Duration::from_secs(20), || {
+            text(&lab.status().stdout).contains("last error: peer declared dead by DPD")
+        });
+        let status = text(&lab.status().stdout);
+        assert!(
+            dead,
+            "the gateway did not declare the peer dead within 20 s:\n{status}"
+        );
+        // Idle 2 s, then probes for 6 s: dead after about 8 s, not before the timeout.
+        assert!(
+            started.elapsed() >= Duration::from_secs(5),
+            "declared dead too early"
+        );
+        assert!(status.contains("tunnel lab: down"), "{status}");
+        assert!(status.contains("ike: no ISAKMP SA"), "{status}");
+        let log = std::fs::read_to_string(lab.gateway_log()).unwrap_or_default();
+        assert!(
+            log.contains("ESP SA pair deleted"),
+            "the ESP SAs were not cleared"
+        );
+    }
+
     impl Drop for Lab {
         fn drop(&mut self) {
             // No panics in here: this may run while a failing test unwinds.
@@ -788,4 +839,10 @@ fn aggressive_mode_gateway_initiates_and_hosts_ping_both_ways() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn aggressive_mode_strongswan_initiates_and_hosts_ping_both_ways() {
     lab::scenario(lab::Initiator::StrongSwan, lab::Mode::Aggressive);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn dead_peer_detection_clears_the_tunnel_when_strongswan_dies() {
+    lab::dead_peer();
 }
