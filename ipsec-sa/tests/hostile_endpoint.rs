@@ -480,9 +480,9 @@ fn sent_undisturbed(mode: Phase1Mode) -> usize {
 }
 
 /// A retransmitted MM1 that the network delivers after MM3 (the initiator resent MM1
-/// before MM2 arrived) is a harmless duplicate; today it ends the exchange on both sides.
+/// before MM2 arrived) is a harmless duplicate. Until 4859fff it ended the exchange on both
+/// sides (clear message where an encrypted one was due was fatal).
 #[test]
-#[ignore = "fails until control fixes on_mm5/on_mm6 treating a clear (replayed) phase-1 message as fatal; see /work/coord/REQUESTS.md (robustness -> control, 18:50)"]
 fn late_mm1_after_mm3_is_dropped_and_main_mode_completes() {
     let (o, _) = assert_completes(Phase1Mode::Main, 3, ReplayPrevious);
     assert_eq!((o.left_sent, o.right_sent), (5, 4));
@@ -490,7 +490,6 @@ fn late_mm1_after_mm3_is_dropped_and_main_mode_completes() {
 
 /// The same with MM2 arriving again after MM4 at the initiator.
 #[test]
-#[ignore = "fails until control fixes on_mm5/on_mm6 treating a clear (replayed) phase-1 message as fatal; see /work/coord/REQUESTS.md (robustness -> control, 18:50)"]
 fn late_mm2_after_mm4_is_dropped_and_main_mode_completes() {
     let (o, _) = assert_completes(Phase1Mode::Main, 4, ReplayPrevious);
     assert_eq!((o.left_sent, o.right_sent), (5, 4));
