@@ -86,3 +86,72 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control socket served by a runtime on another thread, answering "status" with a
+    /// fixed text from the request channel (as the event loop would).
+    fn serve_once(path: &Path) -> std::thread::JoinHandle<()> {
+        let path = path.to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = bind(&path).unwrap();
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(serve(listener, tx));
+                ready_tx.send(()).unwrap();
+                let reply: tokio::sync::oneshot::Sender<String> = rx.recv().await.unwrap();
+                reply.send("tunnel lab: up\n".to_owned()).unwrap();
+                // Give the connection task time to write the reply.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        handle
+    }
+
+    #[test]
+    fn status_round_trip_over_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.sock");
+        let server = serve_once(&path);
+        assert_eq!(query_status(&path).unwrap(), "tunnel lab: up\n");
+        server.join().unwrap();
+
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn rejects_unknown_commands_and_replaces_stale_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.sock");
+        // A stale socket file from a run that died: bind replaces it.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let server = serve_once(&path);
+
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(b"reboot\n").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "error: unknown command \"reboot\"; known: status\n");
+
+        // A live socket is not taken over.
+        let err = bind(&path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+
+        assert_eq!(query_status(&path).unwrap(), "tunnel lab: up\n");
+        server.join().unwrap();
+    }
+}
