@@ -6,6 +6,8 @@
 //! udp_peer LOCAL_IP REMOTE_IP PSK_FILE LOCAL_SUBNET REMOTE_SUBNET [options]
 //!   --respond            wait for the peer instead of initiating
 //!   --aggressive         Aggressive Mode instead of Main Mode
+//!   --ike CIPHER-HASH-GROUP   phase-1 proposal, e.g. aes256-sha256-modp3072
+//!   --esp CIPHER-HASH[-GROUP] phase-2 proposal and PFS group, e.g. 3des-md5-modp1024
 //!   --p1-life SECS       ISAKMP SA lifetime (default 28800)
 //!   --p2-life SECS       ESP SA lifetime (default 3600)
 //!   --dpd SECS           probe after SECS idle (timeout 3 x SECS)
@@ -25,9 +27,10 @@ use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ipsec_crypto::SecretBytes;
+use ipsec_crypto::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm, SecretBytes};
 use ipsec_sa::endpoint::{
-    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, Phase1Mode, TunnelConfig, TunnelId,
+    DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, Phase1Mode, Phase1Proposal,
+    Phase2Proposal, TunnelConfig, TunnelId,
 };
 use ipsec_sa::selector::TrafficSelector;
 use rand_chacha::rand_core::SeedableRng;
@@ -78,6 +81,28 @@ fn main() {
                 });
             }
             "--run" => run = num(),
+            "--ike" => {
+                let spec = rest.next().expect("a proposal");
+                let (encryption, hash, group) = parse_proposal(spec);
+                config.phase1.proposals = vec![Phase1Proposal {
+                    encryption,
+                    hash,
+                    group: group.expect("a DH group in --ike"),
+                }];
+            }
+            "--esp" => {
+                let spec = rest.next().expect("a proposal");
+                let (encryption, hash, group) = parse_proposal(spec);
+                let integrity = IntegrityAlgorithm::ALL
+                    .into_iter()
+                    .find(|i| i.hash() == hash)
+                    .unwrap();
+                config.phase2.proposals = vec![Phase2Proposal {
+                    encryption,
+                    integrity,
+                }];
+                config.phase2.pfs_group = group;
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -155,6 +180,43 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// "aes128-sha1-modp2048" style names, as strongSwan writes them.
+fn parse_proposal(spec: &str) -> (EncryptionAlgorithm, HashAlgorithm, Option<DhGroup>) {
+    let mut parts = spec.split('-');
+    let encryption = match parts.next() {
+        Some("des") => EncryptionAlgorithm::DesCbc,
+        Some("3des") => EncryptionAlgorithm::TripleDesCbc,
+        Some("aes128") => EncryptionAlgorithm::AesCbc128,
+        Some("aes192") => EncryptionAlgorithm::AesCbc192,
+        Some("aes256") => EncryptionAlgorithm::AesCbc256,
+        other => panic!("cipher {other:?}"),
+    };
+    let hash = match parts.next() {
+        Some("md5") => HashAlgorithm::Md5,
+        Some("sha1") => HashAlgorithm::Sha1,
+        Some("sha256") => HashAlgorithm::Sha256,
+        Some("sha384") => HashAlgorithm::Sha384,
+        Some("sha512") => HashAlgorithm::Sha512,
+        other => panic!("hash {other:?}"),
+    };
+    let group = parts.next().map(|g| {
+        let bits: u16 = g.trim_start_matches("modp").parse().unwrap();
+        let id = match bits {
+            768 => 1,
+            1024 => 2,
+            1536 => 5,
+            2048 => 14,
+            3072 => 15,
+            4096 => 16,
+            6144 => 17,
+            8192 => 18,
+            _ => panic!("group {g}"),
+        };
+        DhGroup::from_id(id).unwrap()
+    });
+    (encryption, hash, group)
 }
 
 fn report(start: Instant, _tunnel: TunnelId, e: &Event) {
