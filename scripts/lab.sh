@@ -26,7 +26,8 @@
 #   LAB_IKE_PROPOSALS (default aes128-sha1-modp2048), LAB_ESP_PROPOSALS (same), LAB_DPD_DELAY
 #   (default 0s = off), LAB_DPD_TIMEOUT (default 30s), LAB_CHILD_REKEY_TIME (strongSwan's
 #   CHILD_SA rekey_time, default 1h; lower it to test rekeying), LAB_AGGRESSIVE (yes: IKEv1
-#   Aggressive Mode on both sides; default no = Main Mode).
+#   Aggressive Mode on both sides; default no = Main Mode), LAB_NO_CHARON=1 (build the
+#   namespaces but start no strongSwan: for a second ipsec-gateway as the peer).
 #
 # As a library: `source scripts/lab.sh` defines the lab_* functions and runs nothing. The caller
 # sets its own `trap lab_down EXIT`.
@@ -253,7 +254,11 @@ LAB_AGGRESSIVE=$LAB_AGGRESSIVE
 EOF
     lab_topology || return 1
     lab_write_strongswan_conf || return 1
-    lab_start_charon || return 1
+    if [ "${LAB_NO_CHARON:-0}" = 1 ]; then
+        lab_say "LAB_NO_CHARON=1: no strongSwan in $NS_SW (start your own peer there)"
+    else
+        lab_start_charon || return 1
+    fi
 }
 
 # lab_down: stops every tracked process (newest first), deletes the namespaces, removes the

@@ -43,6 +43,8 @@ mod lab {
     pub(crate) struct Lab {
         vars: HashMap<String, String>,
         gateway: Option<Child>,
+        /// Other processes a case started (stopped like the gateway on drop).
+        extra_children: Vec<Child>,
     }
 
     fn run(cmd: &mut Command) -> Output {
@@ -93,6 +95,7 @@ mod lab {
             Self {
                 vars,
                 gateway: None,
+                extra_children: Vec::new(),
             }
         }
 
@@ -604,6 +607,94 @@ mod lab {
         );
     }
 
+    /// Two ipsec-gateways, no strongSwan: ours initiates, a mirror-image gateway in the sw
+    /// namespace answers. With no NAT between them NAT-T does not float, so ESP travels as
+    /// IP protocol 50 over the raw sockets; pings go both ways and the capture shows ESP
+    /// outside UDP only.
+    pub(crate) fn two_gateways_raw_esp() {
+        let mut lab = Lab::up_with("2", &[("LAB_NO_CHARON", "1")]);
+        let out = run(Command::new(LAB_SH).args(["gateway-config", lab.var("LAB_DIR"), "start"]));
+        let ours = text(&out.stdout);
+        // The peer's config: addresses, subnets and socket swapped, and it only answers.
+        let peer = ours
+            .replace("192.0.2.1", "@A@")
+            .replace("192.0.2.2", "192.0.2.1")
+            .replace("@A@", "192.0.2.2")
+            .replace("10.1.0.0/24", "@L@")
+            .replace("10.2.0.0/24", "10.1.0.0/24")
+            .replace("@L@", "10.2.0.0/24")
+            .replace("ipsec-gateway.sock", "peer-gateway.sock")
+            .replace("initiate = \"start\"", "initiate = \"wait\"");
+        let peer_config = lab.dir().join("peer.toml");
+        std::fs::write(&peer_config, peer).unwrap();
+        let peer_log = File::create(lab.dir().join("peer.log")).unwrap();
+        let peer_child = Command::new("ip")
+            .args(["netns", "exec", lab.var("NS_SW"), GATEWAY, "run"])
+            .arg(&peer_config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(peer_log.try_clone().unwrap())
+            .stderr(peer_log)
+            .spawn()
+            .unwrap();
+        lab.extra_children.push(peer_child);
+        let peer_socket = lab.dir().join("peer-gateway.sock");
+        let peer_status = || {
+            run(Command::new(GATEWAY)
+                .args(["status", "--socket"])
+                .arg(&peer_socket))
+        };
+        let ready = lab.wait_for(Duration::from_secs(10), || peer_status().status.success());
+        assert!(ready, "the peer gateway did not come up within 10 s");
+
+        let capture = Capture::start(&lab);
+        lab.start_gateway_with(&ours, &[]);
+        let up = lab.wait_for(Duration::from_secs(20), || {
+            text(&lab.status().stdout).contains("tunnel lab: up")
+        });
+        assert!(
+            up,
+            "tunnel not up within 20 s:\n{}",
+            text(&lab.status().stdout)
+        );
+
+        for (ns, dst) in [("NS_HL", "10.2.0.10"), ("NS_HR", "10.1.0.10")] {
+            let ping = lab.in_ns(ns, &["ping", "-c", "3", "-W", "2", dst]);
+            assert!(
+                ping.status.success(),
+                "ping to {dst}:\n{}",
+                text(&ping.stdout)
+            );
+        }
+        let pcap = capture.stop();
+
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("nat-t no"), "{status}");
+        assert!(
+            status.contains("esp: in ") && status.contains(", Tunnel, 10.1.0.0/24 <-> 10.2.0.0/24"),
+            "{status}"
+        );
+        let peer = text(&peer_status().stdout);
+        assert!(peer.contains("tunnel lab: up"), "{peer}");
+        assert!(
+            peer.contains("Tunnel, 10.2.0.0/24 <-> 10.1.0.0/24"),
+            "{peer}"
+        );
+
+        let raw = tshark_fields(&pcap, &[], "esp && !udp", "esp.spi");
+        let in_udp = tshark_fields(&pcap, &[], "udp.port == 4500", "frame.number");
+        assert!(
+            raw.len() >= 12,
+            "expected 12 ESP packets over IP, saw {}",
+            raw.len()
+        );
+        assert!(
+            in_udp.is_empty(),
+            "unexpected UDP 4500 traffic: {} packets",
+            in_udp.len()
+        );
+    }
+
     impl Drop for Lab {
         fn drop(&mut self) {
             // No panics in here: this may run while a failing test unwinds.
@@ -616,7 +707,12 @@ mod lab {
                     tail(Path::new(&charon), 60)
                 );
             }
-            if let Some(mut child) = self.gateway.take() {
+            let children = self
+                .gateway
+                .take()
+                .into_iter()
+                .chain(self.extra_children.drain(..));
+            for mut child in children {
                 let _ = Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status();
@@ -845,4 +941,10 @@ fn aggressive_mode_strongswan_initiates_and_hosts_ping_both_ways() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn dead_peer_detection_clears_the_tunnel_when_strongswan_dies() {
     lab::dead_peer();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn two_gateways_carry_esp_over_ip_without_nat() {
+    lab::two_gateways_raw_esp();
 }
