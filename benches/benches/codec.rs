@@ -1,6 +1,14 @@
 //! Parsing and writing a real Main Mode message (strongSwan's MM1: SA offer and five
 //! vendor IDs), against a plain copy of the same bytes measured in the same run.
 
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "benchmark binary: criterion's macros generate undocumented items, and a failed \
+              setup step should stop the run with its message"
+)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ipsec_proto::isakmp::{encode_message, Message, Payload};
 use std::hint::black_box;

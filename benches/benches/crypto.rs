@@ -1,6 +1,14 @@
 //! Per-algorithm throughput on 1400-byte buffers (CBC encryption, ESP integrity) and the
 //! cost of one Diffie-Hellman key pair plus shared secret for groups 2, 14 and 16.
 
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "benchmark binary: criterion's macros generate undocumented items, and a failed \
+              setup step should stop the run with its message"
+)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipsec_crypto::{
     Cipher, DhGroup, DhPrivateKey, EncryptionAlgorithm, Integrity, IntegrityAlgorithm,
@@ -16,9 +24,7 @@ fn bench_ciphers(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(LEN as u64));
     for alg in EncryptionAlgorithm::ALL {
         // Distinct bytes per position so DES keys are not weak.
-        let key: Vec<u8> = (0..alg.key_len())
-            .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
-            .collect();
+        let key = ipsec_benches::key_bytes(alg.key_len(), 0);
         let cipher = Cipher::new(alg, &key).unwrap();
         let iv = vec![0x5a; alg.block_len()];
         // 1400 rounded down to whole blocks, as ESP pads before encrypting.

@@ -1,0 +1,217 @@
+//! The figures of `benches/README.md` in one run: paired, interleaved ratios for the
+//! handshake against its DH work and for ESP against bare cipher + MAC, plus per-algorithm
+//! throughput on 1400-byte buffers. Prints Markdown tables.
+//!
+//! `cargo bench -p ipsec-benches --bench report` (about two minutes); `-- quick` for fewer
+//! rounds. The criterion benches (`handshake`, `esp`, `crypto`) give confidence intervals
+//! for the same operations; this binary is for ratios on a shared machine.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    reason = "benchmark binary: a failed setup step should stop the run with its message"
+)]
+
+use std::hint::black_box;
+
+use ipsec_benches::esp::{Bare, Bench};
+use ipsec_benches::handshake::{dh_work, pair, run};
+use ipsec_benches::paired::{format_ns, machine_line, measure};
+use ipsec_benches::{key_bytes, suite_name, ESP_SUITES};
+use ipsec_crypto::{
+    Cipher, DhGroup, DhPrivateKey, EncryptionAlgorithm, Integrity, IntegrityAlgorithm,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn handshakes(quick: bool) {
+    println!("### Handshake (Main Mode + Quick Mode with PFS, both sides) vs its DH work\n");
+    println!("| DH group | DH work (4 key pairs + 4 shared secrets) | handshake | ratio | target <= 1.3 |");
+    println!("|---|---|---|---|---|");
+    for (g, calls) in [
+        (DhGroup::Modp1024, 10),
+        (DhGroup::Modp2048, 3),
+        (DhGroup::Modp4096, 1),
+    ] {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let peer = DhPrivateKey::generate(g, &mut rng).public_key();
+        let rounds = if quick { 5 } else { 15 };
+        let p = measure(
+            rounds,
+            calls,
+            || dh_work(g, &mut rng, &peer).unwrap(),
+            || {
+                let (net, lt) = pair(g, 1).unwrap();
+                black_box(run(net, lt).unwrap());
+            },
+        );
+        println!(
+            "| {} | {} | {} | {:.2} | {} |",
+            g.id(),
+            format_ns(p.baseline_ns),
+            format_ns(p.candidate_ns),
+            p.ratio,
+            if p.ratio <= 1.3 { "met" } else { "missed" }
+        );
+    }
+    println!("\n{}\n", machine_line());
+}
+
+fn esp(quick: bool) {
+    println!("### ESP through the data plane vs bare cipher + MAC on the same bytes\n");
+    println!("| suite | inner bytes | bare enc+MAC | encapsulate | ratio | bare round trip | encap+decap | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for suite in ESP_SUITES {
+        let slow = suite.0 == EncryptionAlgorithm::TripleDesCbc;
+        for size in [64, 512, 1400] {
+            let calls = match (slow, size) {
+                (true, 1400) => 20,
+                (true, _) => 50,
+                (false, 1400) => 500,
+                (false, _) => 2000,
+            };
+            let rounds = if quick { 7 } else { 21 };
+            let mut bench = Bench::new(suite, size).unwrap();
+            let mut bare = Bare::new(suite, size).unwrap();
+            let enc = measure(
+                rounds,
+                calls,
+                || {
+                    black_box(bare.encrypt_and_mac());
+                },
+                || assert_ne!(black_box(bench.encapsulate()), 0),
+            );
+
+            // Round trip: a receiver needs a fresh sequence number for every packet, so
+            // the data plane side encapsulates (and copies) before it decapsulates; the
+            // bare side does the same work in the same order.
+            let mut bench = Bench::new(suite, size).unwrap();
+            let mut bare = Bare::new(suite, size).unwrap();
+            let trip = measure(
+                rounds,
+                calls,
+                || {
+                    black_box(bare.encrypt_and_mac());
+                    black_box(bare.verify_and_decrypt());
+                },
+                || {
+                    let mut p = bench.fresh_packet();
+                    assert_eq!(bench.decapsulate(&mut p), size);
+                },
+            );
+            println!(
+                "| {} | {size} | {} | {} | {:.2} | {} | {} | {:.2} |",
+                suite_name(suite),
+                format_ns(enc.baseline_ns),
+                format_ns(enc.candidate_ns),
+                enc.ratio,
+                format_ns(trip.baseline_ns),
+                format_ns(trip.candidate_ns),
+                trip.ratio,
+            );
+        }
+    }
+    println!("\n{}\n", machine_line());
+}
+
+fn throughput(quick: bool) {
+    const LEN: usize = 1400;
+    println!("### Algorithms on 1400-byte buffers (MB/s = 10^6 bytes per second)\n");
+    println!("| algorithm | operation | time per buffer | MB/s |");
+    println!("|---|---|---|---|");
+    let rounds = if quick { 5 } else { 11 };
+    for alg in EncryptionAlgorithm::ALL {
+        let cipher = Cipher::new(alg, &key_bytes(alg.key_len(), 3)).unwrap();
+        let iv = vec![0x5a; alg.block_len()];
+        let mut buf = vec![0u8; LEN - LEN % alg.block_len()];
+        let calls = if matches!(alg, EncryptionAlgorithm::TripleDesCbc) {
+            50
+        } else {
+            1000
+        };
+        let mut decrypt_buf = buf.clone();
+        let p = measure(
+            rounds,
+            calls,
+            || cipher.encrypt_cbc(&iv, &mut buf).unwrap(),
+            || cipher.decrypt_cbc(&iv, &mut decrypt_buf).unwrap(),
+        );
+        let mbps = |ns: f64| LEN as f64 / ns * 1e3;
+        println!(
+            "| {alg:?} | CBC encrypt | {} | {:.0} |",
+            format_ns(p.baseline_ns),
+            mbps(p.baseline_ns)
+        );
+        println!(
+            "| {alg:?} | CBC decrypt | {} | {:.0} |",
+            format_ns(p.candidate_ns),
+            mbps(p.candidate_ns)
+        );
+    }
+    let data = vec![0xa5u8; LEN];
+    for alg in IntegrityAlgorithm::ALL {
+        let mac = Integrity::new(alg, &key_bytes(alg.key_len(), 4)).unwrap();
+        let mut icv = [0u8; 32];
+        let p = measure(
+            rounds,
+            1000,
+            || mac.compute(&[&data], &mut icv).unwrap(),
+            || assert!(!mac.verify(&[&data], &[0; 32][..mac.icv_len()])),
+        );
+        println!(
+            "| {alg:?} | ICV | {} | {:.0} |",
+            format_ns(p.baseline_ns),
+            LEN as f64 / p.baseline_ns * 1e3
+        );
+    }
+    println!("\n{}\n", machine_line());
+    println!("### Diffie-Hellman: one key pair + one shared secret\n");
+    println!("| group | time |");
+    println!("|---|---|");
+    for g in [DhGroup::Modp1024, DhGroup::Modp2048, DhGroup::Modp4096] {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let peer = DhPrivateKey::generate(g, &mut rng).public_key();
+        let mut once = || {
+            let key = DhPrivateKey::generate(g, &mut rng);
+            black_box((key.public_key(), key.shared_secret(&peer).unwrap()));
+        };
+        let calls = if g == DhGroup::Modp4096 { 2 } else { 10 };
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let start = std::time::Instant::now();
+            for _ in 0..calls {
+                once();
+            }
+            times.push(start.elapsed().as_secs_f64() * 1e9 / f64::from(calls));
+        }
+        times.sort_by(f64::total_cmp);
+        println!("| {} | {} |", g.id(), format_ns(times[times.len() / 2]));
+    }
+    println!("\n{}\n", machine_line());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs us with no filter too, so
+    // only run when benchmarking (as criterion's binaries do).
+    if !args.iter().any(|a| a == "--bench") {
+        println!("report: run with `cargo bench -p ipsec-benches --bench report`");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "quick");
+    let only = |name: &str| {
+        !args
+            .iter()
+            .any(|a| ["handshake", "esp", "crypto"].contains(&a.as_str()))
+            || args.iter().any(|a| a == name)
+    };
+    if only("handshake") {
+        handshakes(quick);
+    }
+    if only("esp") {
+        esp(quick);
+    }
+    if only("crypto") {
+        throughput(quick);
+    }
+}
