@@ -148,79 +148,6 @@ struct Gateway {
 }
 
 async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
-    let now = Instant::now();
-    let mut endpoint_config = EndpointConfig::default();
-    if let Some(r) = cfg.retransmit {
-        endpoint_config.retransmit = endpoint::RetransmitConfig {
-            initial: r.initial,
-            max_interval: r.max_interval,
-            max_tries: r.tries,
-        };
-    }
-    let mut endpoint = Endpoint::new(endpoint_config, Box::new(OsRng));
-    let mut dataplane = DataPlane::new(DataPlaneConfig::default());
-
-    // Tunnels: the endpoint's view, and one PROTECT policy per subnet pair.
-    let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
-    let mut by_id = HashMap::new();
-    let mut by_policy = HashMap::new();
-    for (index, t) in cfg.tunnels.iter().enumerate() {
-        let tc = to_endpoint_config(t).map_err(|e| anyhow::anyhow!("tunnel {:?}: {e}", t.name))?;
-        let id = endpoint
-            .add_tunnel(tc)
-            .with_context(|| format!("tunnel {:?} refused by the IKE endpoint", t.name))?;
-        for local in &t.local_subnets {
-            for remote in &t.remote_subnets {
-                let p = dataplane.add_policy(Policy {
-                    local: *local,
-                    remote: *remote,
-                    action: PolicyAction::Protect,
-                    priority: 100,
-                });
-                by_policy.insert(p, index);
-            }
-        }
-        for w in config::weak_choices(t) {
-            warn!(tunnel = %t.name, "weak choice configured: {w}");
-        }
-        for note in limitations(t) {
-            warn!(tunnel = %t.name, "{note}");
-        }
-        by_id.insert(id, index);
-        tunnels.push(TunnelState {
-            cfg: t.clone(),
-            id,
-            phase: Phase::Down,
-            since: now,
-            pairs: Vec::new(),
-            ike_path: None,
-            retry_at: None,
-            retry_delay: RETRY_FIRST,
-            holdoff_until: None,
-            dead_peer_hold: false,
-            last_error: None,
-        });
-    }
-
-    // Outer sockets, one set per distinct local address.
-    let mut sockets = HashMap::new();
-    for t in &cfg.tunnels {
-        if let std::collections::hash_map::Entry::Vacant(slot) = sockets.entry(t.local_address) {
-            slot.insert(OuterSockets::bind(t.local_address)?);
-        }
-    }
-
-    // The TUN device and the routes into it.
-    let tun = Arc::new(net::create_tun(&cfg.tun_name, cfg.mtu)?);
-    for t in &cfg.tunnels {
-        let src = net::host_address_in(&t.local_subnets);
-        for r in routed_subnets(t) {
-            net::add_route(&cfg.tun_name, r, src)?;
-        }
-        info!(tunnel = %t.name, tun = %cfg.tun_name, remote_subnets = ?t.remote_subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            source = ?src, "routes installed");
-    }
-
     let keys = match &wireshark_keys {
         Some(dir) => {
             warn!(dir = %dir.display(), "writing ESP and IKE keys for Wireshark: debugging only");
@@ -228,48 +155,17 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
         }
         None => None,
     };
+    let mut gw = Gateway::new(&cfg, keys, Instant::now())?;
 
-    // Reader tasks.
-    let (tx, mut rx) = mpsc::channel::<Input>(CHANNEL_DEPTH);
-    for s in sockets.values() {
-        tokio::spawn(read_ike(Arc::clone(&s.ike), s.addr, tx.clone()));
-        tokio::spawn(read_natt(Arc::clone(&s.natt), s.addr, tx.clone()));
-        if let Some(esp) = &s.esp {
-            tokio::spawn(read_raw_esp(Arc::clone(esp), tx.clone()));
-        }
-    }
-    tokio::spawn(read_tun(Arc::clone(&tun), tx.clone()));
+    let (tx, rx) = mpsc::channel::<Input>(CHANNEL_DEPTH);
+    gw.spawn_readers(&tx);
     drop(tx);
-
-    let (status_tx, mut status_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
-    let control_path = cfg.control_socket.clone();
-    if let Some(path) = &control_path {
-        let listener = crate::control::bind(path)
-            .with_context(|| format!("binding control socket {}", path.display()))?;
-        tokio::spawn(crate::control::serve(listener, status_tx));
-        info!(socket = %path.display(), "control socket ready");
-    } else {
-        drop(status_tx);
-    }
-
+    let status_rx = match &cfg.control_socket {
+        Some(path) => Some(start_control(path)?),
+        None => None,
+    };
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-
-    let mut gw = Gateway {
-        endpoint,
-        dataplane,
-        rng: OsRng,
-        sockets,
-        tun,
-        tun_name: cfg.tun_name.clone(),
-        tunnels,
-        by_id,
-        by_policy,
-        keys,
-        esp_peers: HashMap::new(),
-        started: now,
-        stopping: false,
-    };
     info!(tunnels = gw.tunnels.len(), "ipsec-gateway running");
 
     for i in 0..gw.tunnels.len() {
@@ -281,46 +177,180 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
             gw.initiate(i, Instant::now());
         }
     }
+    let signal_name = gw.run(rx, status_rx, &mut sigterm, &mut sigint).await?;
 
-    // The loop.
-    let signal_name = loop {
-        gw.drain().await;
-        let deadline = gw.next_deadline();
-        tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-            input = rx.recv() => match input {
-                Some(input) => gw.handle_input(input).await,
-                None => bail!("every reader task has stopped"),
-            },
-            Some(reply) = status_rx.recv() => {
-                let _ = reply.send(gw.status(Instant::now()));
-            }
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                gw.handle_timeout(Instant::now());
-            }
-        }
-    };
-
-    // Shutdown: Delete for every SA (RFC 2408 section 3.15), then routes and socket file.
     info!("{signal_name}: deleting SAs and shutting down");
-    gw.stopping = true;
-    gw.endpoint.shutdown(Instant::now());
-    gw.drain().await;
-    tokio::time::sleep(SHUTDOWN_GRACE).await;
-    for t in &gw.tunnels {
-        for r in routed_subnets(&t.cfg) {
-            net::remove_route(&gw.tun_name, r);
-        }
-    }
-    if let Some(path) = control_path {
+    gw.shutdown().await;
+    if let Some(path) = &cfg.control_socket {
         let _ = std::fs::remove_file(path);
     }
     info!("ipsec-gateway stopped");
     Ok(())
 }
 
+/// Binds the control socket and serves it; returns the channel of status requests.
+fn start_control(path: &Path) -> anyhow::Result<mpsc::Receiver<oneshot::Sender<String>>> {
+    let (status_tx, status_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
+    let listener = crate::control::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    tokio::spawn(crate::control::serve(listener, status_tx));
+    info!(socket = %path.display(), "control socket ready");
+    Ok(status_rx)
+}
+
 impl Gateway {
+    /// Sets everything up: the endpoint with one tunnel per configured one, a PROTECT
+    /// policy per subnet pair, the outer sockets, the TUN device and its routes.
+    fn new(cfg: &Config, keys: Option<KeyLog>, now: Instant) -> anyhow::Result<Self> {
+        let mut endpoint_config = EndpointConfig::default();
+        if let Some(r) = cfg.retransmit {
+            endpoint_config.retransmit = endpoint::RetransmitConfig {
+                initial: r.initial,
+                max_interval: r.max_interval,
+                max_tries: r.tries,
+            };
+        }
+        let mut endpoint = Endpoint::new(endpoint_config, Box::new(OsRng));
+        let mut dataplane = DataPlane::new(DataPlaneConfig::default());
+
+        let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
+        let mut by_id = HashMap::new();
+        let mut by_policy = HashMap::new();
+        for (index, t) in cfg.tunnels.iter().enumerate() {
+            let tc =
+                to_endpoint_config(t).map_err(|e| anyhow::anyhow!("tunnel {:?}: {e}", t.name))?;
+            let id = endpoint
+                .add_tunnel(tc)
+                .with_context(|| format!("tunnel {:?} refused by the IKE endpoint", t.name))?;
+            for local in &t.local_subnets {
+                for remote in &t.remote_subnets {
+                    let p = dataplane.add_policy(Policy {
+                        local: *local,
+                        remote: *remote,
+                        action: PolicyAction::Protect,
+                        priority: 100,
+                    });
+                    by_policy.insert(p, index);
+                }
+            }
+            for w in config::weak_choices(t) {
+                warn!(tunnel = %t.name, "weak choice configured: {w}");
+            }
+            for note in limitations(t) {
+                warn!(tunnel = %t.name, "{note}");
+            }
+            by_id.insert(id, index);
+            tunnels.push(TunnelState {
+                cfg: t.clone(),
+                id,
+                phase: Phase::Down,
+                since: now,
+                pairs: Vec::new(),
+                ike_path: None,
+                retry_at: None,
+                retry_delay: RETRY_FIRST,
+                holdoff_until: None,
+                dead_peer_hold: false,
+                last_error: None,
+            });
+        }
+
+        // Outer sockets, one set per distinct local address.
+        let mut sockets = HashMap::new();
+        for t in &cfg.tunnels {
+            if let std::collections::hash_map::Entry::Vacant(slot) = sockets.entry(t.local_address)
+            {
+                slot.insert(OuterSockets::bind(t.local_address)?);
+            }
+        }
+
+        // The TUN device and the routes into it (they vanish with the device on exit).
+        let tun = Arc::new(net::create_tun(&cfg.tun_name, cfg.mtu)?);
+        for t in &cfg.tunnels {
+            let src = net::host_address_in(&t.local_subnets);
+            let routed: Vec<String> = routed_subnets(t).map(ToString::to_string).collect();
+            for r in routed_subnets(t) {
+                net::add_route(&cfg.tun_name, r, src)?;
+            }
+            info!(tunnel = %t.name, tun = %cfg.tun_name, subnets = ?routed, source = ?src,
+                "routes installed");
+        }
+
+        Ok(Self {
+            endpoint,
+            dataplane,
+            rng: OsRng,
+            sockets,
+            tun,
+            tun_name: cfg.tun_name.clone(),
+            tunnels,
+            by_id,
+            by_policy,
+            keys,
+            esp_peers: HashMap::new(),
+            started: now,
+            stopping: false,
+        })
+    }
+
+    /// One reader task per socket and one for the TUN device, all feeding `tx`.
+    fn spawn_readers(&self, tx: &mpsc::Sender<Input>) {
+        for s in self.sockets.values() {
+            tokio::spawn(read_ike(Arc::clone(&s.ike), s.addr, tx.clone()));
+            tokio::spawn(read_natt(Arc::clone(&s.natt), s.addr, tx.clone()));
+            if let Some(esp) = &s.esp {
+                tokio::spawn(read_raw_esp(Arc::clone(esp), tx.clone()));
+            }
+        }
+        tokio::spawn(read_tun(Arc::clone(&self.tun), tx.clone()));
+    }
+
+    /// The event loop, until a signal; returns the signal's name.
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut status_rx: Option<mpsc::Receiver<oneshot::Sender<String>>>,
+        sigterm: &mut tokio::signal::unix::Signal,
+        sigint: &mut tokio::signal::unix::Signal,
+    ) -> anyhow::Result<&'static str> {
+        loop {
+            self.drain().await;
+            let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            let status_request = async {
+                match &mut status_rx {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sigterm.recv() => return Ok("SIGTERM"),
+                _ = sigint.recv() => return Ok("SIGINT"),
+                input = rx.recv() => match input {
+                    Some(input) => self.handle_input(input).await,
+                    None => bail!("every reader task has stopped"),
+                },
+                Some(reply) = status_request => {
+                    let _ = reply.send(self.status(Instant::now()));
+                }
+                () = tokio::time::sleep_until(deadline) => self.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    /// SIGTERM: Delete for every SA (RFC 2408 section 3.15), a moment for the datagrams to
+    /// leave, then the routes.
+    async fn shutdown(&mut self) {
+        self.stopping = true;
+        self.endpoint.shutdown(Instant::now());
+        self.drain().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        for t in &self.tunnels {
+            for r in routed_subnets(&t.cfg) {
+                net::remove_route(&self.tun_name, r);
+            }
+        }
+    }
+
     /// Starts (or restarts) negotiation for tunnel `index`.
     fn initiate(&mut self, index: usize, now: Instant) {
         let Some(t) = self.tunnels.get_mut(index) else {
