@@ -962,3 +962,52 @@ fn rejects_broken_payload_lengths_and_structures_without_state() {
         );
     }
 }
+
+/// Main Mode held after MM2 (left awaits MM4, right awaits MM3); `m` is delivered to
+/// `to`, then the exchange is let go. Returns the net after 60 s.
+fn during_main_mode(to: Side, build: impl Fn([u8; 8], [u8; 8]) -> Vec<u8>) -> Net {
+    let (l, r) = tunnels(Phase1Mode::Main);
+    let mut net = Net::new(l, r, 42, EndpointConfig::default());
+    let held: Arc<Mutex<Wire>> = Arc::default();
+    let held_in = held.clone();
+    net.filter = Box::new(move |n, side, d, _| {
+        if n >= 3 {
+            held_in.lock().unwrap().0.push((side, d.to_vec()));
+            return vec![];
+        }
+        vec![d.to_vec()]
+    });
+    net.initiate();
+    net.run_for(Duration::from_millis(10));
+    let mm2 = net.right.sent[0].clone();
+    let m = build(mm2[..8].try_into().unwrap(), mm2[8..16].try_into().unwrap());
+    net.deliver(to, &m);
+    net.filter = Box::new(|_, _, d, _| vec![d.to_vec()]);
+    for (side, d) in std::mem::take(&mut held.lock().unwrap().0) {
+        net.deliver(side.other(), &d);
+    }
+    net.run_for(Duration::from_secs(60));
+    net
+}
+
+/// Anyone who saw MM1/MM2 can end the negotiation with one clear Delete: the receiver
+/// closes the SA silently (and reports Phase1Deleted for an SA that never was up).
+#[test]
+#[ignore = "fails until control ignores unprotected Delete payloads (handle_informational -> on_delete before keys); see /work/coord/REQUESTS.md (robustness -> control, 18:30)"]
+fn clear_text_delete_during_main_mode_does_not_end_it() {
+    for to in [Side::Left, Side::Right] {
+        let net = during_main_mode(to, |cky_i, cky_r| {
+            let mut m = Vec::new();
+            let delete = teardown_payloads(cky_i, cky_r, [0x1000, 0x2000]).remove(1);
+            isakmp::encode_message(&header(cky_i, cky_r, 0, 0), &[delete], &mut m);
+            m
+        });
+        assert_eq!(
+            (net.up(Side::Left), net.up(Side::Right)),
+            (UP_ONE, UP_ONE),
+            "Delete to {to:?}: {:?} {:?}",
+            net.left.events,
+            net.right.events
+        );
+    }
+}
