@@ -498,7 +498,7 @@ fn late_mm2_after_mm4_is_dropped_and_main_mode_completes() {
 /// AM3 lost: the initiator thinks phase 1 is up and sends QM1, which the responder
 /// (still awaiting AM3) drops; nobody resends AM3.
 #[test]
-#[ignore = "fails until control makes a lost AM3 recoverable (responder resends AM2 / initiator answers a duplicate AM2 with AM3); see /work/coord/REQUESTS.md (robustness -> control, 18:50)"]
+#[ignore = "fails until control makes a lost AM3 recoverable (responder resends AM2 / initiator answers a duplicate AM2 with AM3); see /work/coord/REQUESTS.md (robustness -> control, item 2)"]
 fn lost_am3_is_recovered() {
     let (l, r) = tunnels(Phase1Mode::Aggressive);
     let mut net = Net::new(l, r, 7, EndpointConfig::default());
@@ -614,7 +614,7 @@ fn spoofed_first_message_flood_is_bounded_by_the_half_open_limit_and_expires() {
 /// The half-open limit is global: a flood spoofing one configured peer's address locks
 /// every other peer out until the flood's SAs expire.
 #[test]
-#[ignore = "fails until control makes the half-open limit per peer (or adds one); see /work/coord/REQUESTS.md (robustness -> control, 19:00)"]
+#[ignore = "fails until control makes the half-open limit per peer (or adds one); see /work/coord/REQUESTS.md (robustness -> control, item 3)"]
 fn spoofed_flood_for_one_peer_does_not_lock_out_another() {
     let (l, r) = tunnels(Phase1Mode::Main);
     let config = EndpointConfig {
@@ -993,7 +993,7 @@ fn during_main_mode(to: Side, build: impl Fn([u8; 8], [u8; 8]) -> Vec<u8>) -> Ne
 /// Anyone who saw MM1/MM2 can end the negotiation with one clear Delete: the receiver
 /// closes the SA silently (and reports Phase1Deleted for an SA that never was up).
 #[test]
-#[ignore = "fails until control ignores unprotected Delete payloads (handle_informational -> on_delete before keys); see /work/coord/REQUESTS.md (robustness -> control, 18:30)"]
+#[ignore = "fails until control ignores unprotected Delete payloads (handle_informational -> on_delete before keys); see /work/coord/REQUESTS.md (robustness -> control, item 4)"]
 fn clear_text_delete_during_main_mode_does_not_end_it() {
     for to in [Side::Left, Side::Right] {
         let net = during_main_mode(to, |cky_i, cky_r| {
