@@ -858,6 +858,16 @@ impl Gateway {
                     );
                 }
             }
+            if let Some(nat) = t.cfg.static_nat.as_deref() {
+                for e in nat.table.entries() {
+                    let c = nat.table.counters_by_name(&e.name).unwrap_or_default();
+                    let _ = writeln!(
+                        s,
+                        "  static nat {}: {} -> {}, out {} packets, in {} packets",
+                        e.name, e.local, e.remote, c.outbound_packets, c.inbound_packets
+                    );
+                }
+            }
             if let Some(e) = &t.last_error {
                 let _ = writeln!(s, "  last error: {e}");
             }

@@ -326,6 +326,11 @@ mod lab {
             "ping hl -> 10.1.255.92 failed:\n{out}"
         );
         assert!(out.contains("bytes from 10.1.255.92"), "{out}");
+        let status = text(&lab.status().stdout);
+        assert!(
+            status.contains("static nat hr: 10.1.255.92 -> 10.2.0.10, out 3 packets, in 3 packets"),
+            "{status}"
+        );
         let pcap = capture.stop();
 
         // The key files: two ESP SAs, one ISAKMP SA.
