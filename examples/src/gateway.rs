@@ -513,7 +513,9 @@ impl Gateway {
                 if t.phase == Phase::Connecting {
                     t.set_phase(Phase::Down, now);
                 }
-                if t.phase == Phase::Down && !self.stopping {
+                // Main Mode or Quick Mode failed and nothing carries traffic: try again
+                // later (a Quick Mode again on the ISAKMP SA if that is still up).
+                if t.pairs.is_empty() && !self.stopping {
                     schedule_retry(t, now);
                 }
             }

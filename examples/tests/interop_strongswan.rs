@@ -700,6 +700,31 @@ mod lab {
         );
     }
 
+    /// strongSwan accepts only AES-256/SHA2-256 for ESP while we offer AES-128/SHA1: Main
+    /// Mode completes, each Quick Mode gets NO-PROPOSAL-CHOSEN, `status` says so in words,
+    /// and the gateway tries again with growing delays (2 s, then 4 s).
+    pub(crate) fn esp_proposal_mismatch() {
+        let mut lab = Lab::up_with("p", &[("LAB_ESP_PROPOSALS", "aes256-sha256-modp2048")]);
+        lab.start_gateway("start", "", &[]);
+        let backing_off = lab.wait_for(Duration::from_secs(15), || {
+            std::fs::read_to_string(lab.gateway_log())
+                .is_ok_and(|l| l.contains("will initiate again tunnel=lab delay_s=4"))
+        });
+        assert!(
+            backing_off,
+            "no second retry with a longer delay within 15 s"
+        );
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("tunnel lab: phase1-up"), "{status}");
+        assert!(
+            status.contains(
+                "last error: peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer"
+            ),
+            "{status}"
+        );
+        assert!(!lab.list_sas().contains("INSTALLED"), "{}", lab.list_sas());
+    }
+
     impl Drop for Lab {
         fn drop(&mut self) {
             // No panics in here: this may run while a failing test unwinds.
@@ -952,4 +977,10 @@ fn dead_peer_detection_clears_the_tunnel_when_strongswan_dies() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn two_gateways_carry_esp_over_ip_without_nat() {
     lab::two_gateways_raw_esp();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rejects_mismatched_esp_proposals_and_reports_no_proposal_chosen() {
+    lab::esp_proposal_mismatch();
 }
