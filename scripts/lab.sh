@@ -20,7 +20,8 @@
 #   scripts/lab.sh exec LAB_DIR ROLE CMD... run CMD in namespace ROLE (hl, ours, sw, hr)
 #   scripts/lab.sh gateway-config LAB_DIR INITIATE
 #                                           print an ipsec-gateway config for "ours"
-#                                           (INITIATE: start, on-traffic or wait)
+#                                           (INITIATE: start, on-traffic or wait); its
+#                                           proposals are the default LAB_* ones
 #   scripts/lab.sh logs LAB_DIR [LINES]     tail of charon's log
 # Environment for `up`: LAB_PREFIX (namespace prefix, default ipgw<pid>), LAB_PSK,
 #   LAB_IKE_PROPOSALS (default aes128-sha1-modp2048), LAB_ESP_PROPOSALS (same), LAB_DPD_DELAY
