@@ -1261,3 +1261,74 @@ fn inbound_spis_come_from_the_allocator_and_go_back_to_it() {
     net.run_for(Duration::from_secs(10));
     assert_eq!(*released.lock().unwrap(), vec![0x1000]);
 }
+
+#[test]
+fn lost_am3_is_sent_again_with_the_qm1_retransmission() {
+    let (mut l, mut r) = tunnels("k", "k");
+    for t in [&mut l, &mut r] {
+        t.phase1.mode = Phase1Mode::Aggressive;
+    }
+    let mut net = Net::new(l, r, 29);
+    // AM3 is the left side's 2nd datagram; it is lost for good.
+    let mut n = 0;
+    net.filter = Box::new(move |_, side, d| {
+        if side == Side::Left {
+            n += 1;
+            if n == 2 {
+                return vec![];
+            }
+        }
+        vec![d.to_vec()]
+    });
+    net.initiate();
+    net.run_for(Duration::from_secs(10));
+    established(&net);
+    // The responder sent AM2 once (no retransmission: no amplification of spoofed AM1s);
+    // the initiator sent AM3 again in front of its QM1 retransmission.
+    let am = |sent: &[(SocketAddr, SocketAddr, bool, Vec<u8>)]| {
+        sent.iter().filter(|s| s.3[18] == 4).count()
+    };
+    assert_eq!(am(&net.right.sent), 1);
+    assert_eq!(am(&net.left.sent), 3);
+}
+
+#[test]
+fn a_flood_spoofing_one_peer_does_not_lock_out_another() {
+    let (l, r) = tunnels("k", "k");
+    let config = EndpointConfig {
+        max_half_open: 16,
+        max_half_open_per_peer: 4,
+        ..EndpointConfig::default()
+    };
+    let mut net = Net::with_config(l, r.clone(), 30, config);
+    let mut other = r;
+    other.name = "other".into();
+    other.remote_addr = addr("198.51.100.7:500");
+    net.right.ep.add_tunnel(other).unwrap();
+
+    // 50 MM1s "from" the other peer, each with its own cookie: 4 are answered.
+    net.filter = Box::new(|_, _, _| vec![]);
+    net.initiate();
+    net.run_for(Duration::from_millis(1));
+    let template = net.left.sent[0].3.clone();
+    let now = net.now;
+    let mut answered = 0;
+    for i in 0u8..50 {
+        let mut mm1 = template.clone();
+        mm1[0] = i;
+        mm1[1] = 0xee;
+        let spoofed = addr("198.51.100.7:500");
+        net.right
+            .ep
+            .handle_datagram(now, addr("192.0.2.2:500"), spoofed, &mm1);
+        while net.right.ep.poll_transmit().is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 4);
+
+    // The real peer still gets through.
+    net.filter = Box::new(|_, _, d| vec![d.to_vec()]);
+    net.run_for(Duration::from_secs(10));
+    established(&net);
+}

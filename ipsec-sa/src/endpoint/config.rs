@@ -20,6 +20,9 @@ pub struct EndpointConfig {
     /// How many phase-1 exchanges started by peers may be unfinished at once; further
     /// first messages are dropped (a cheap guard against floods of MM1).
     pub max_half_open: usize,
+    /// The same limit per peer address, so that a flood spoofing one configured peer
+    /// cannot lock the others out.
+    pub max_half_open_per_peer: usize,
     /// How long an exchange that was answered completely is kept, so that a retransmitted
     /// request still gets our last response (RFC 2409 section 5, "retransmission").
     pub linger: Duration,
@@ -30,6 +33,7 @@ impl Default for EndpointConfig {
         Self {
             retransmit: RetransmitConfig::default(),
             max_half_open: 64,
+            max_half_open_per_peer: 8,
             linger: Duration::from_secs(30),
         }
     }

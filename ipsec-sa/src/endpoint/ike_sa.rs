@@ -270,6 +270,9 @@ pub(super) struct IkeSa {
     /// Aggressive Mode is done after sending AM3 and may start Quick Mode at once, so a
     /// reordering or a lost AM3 lets QM1 overtake it).
     early_quick_mode: Option<Vec<u8>>,
+    /// We sent AM3 and have heard nothing authenticated from the peer since: AM3 is the
+    /// last message of Aggressive Mode, so if it was lost only we can send it again.
+    am3_unconfirmed: bool,
     /// Quick Modes to start once phase 1 is up, by selector pair.
     pending_children: Vec<Selectors>,
     /// Send INITIAL-CONTACT in MM5: this is our first SA with the peer since we started
@@ -308,6 +311,7 @@ impl IkeSa {
             children: Vec::new(),
             actions: Vec::new(),
             pending_children: Vec::new(),
+            am3_unconfirmed: false,
             early_quick_mode: None,
             send_initial_contact: false,
             dpd: Dpd::default(),
@@ -331,6 +335,19 @@ impl IkeSa {
             self.state,
             Phase1State::Established(_) | Phase1State::Closed
         )
+    }
+
+    /// AM3 again, while the peer has not proven it received it: sent before each
+    /// retransmission of our QM1, whose silence is the only sign of a lost AM3.
+    pub(super) fn am3_to_resend(&self) -> Option<Transmit> {
+        self.am3_unconfirmed
+            .then(|| self.last_out.clone())
+            .flatten()
+    }
+
+    /// The peer sent an authenticated message after phase 1: it has our AM3.
+    pub(super) fn peer_confirmed_phase1(&mut self) {
+        self.am3_unconfirmed = false;
     }
 
     /// Keeps a Quick Mode message that arrived while we still wait for AM3, to handle it
@@ -524,14 +541,14 @@ impl IkeSa {
         datagram: &[u8],
     ) {
         // A retransmitted request gets our last answer again (RFC 2408 section 5).
+        // `last_out` is only set by messages that answer one (MM2, MM4, MM6, AM2, AM3).
         if self.last_in.as_deref() == Some(datagram) {
-            if self.role == Role::Responder {
-                if let Some(t) = self.last_out.clone() {
+            match self.last_out.clone() {
+                Some(t) => {
                     debug!(tunnel = %self.tunnel, "peer retransmitted; resending our last answer");
                     cx.transmits.push_back(t);
                 }
-            } else {
-                debug!(tunnel = %self.tunnel, "dropping duplicate phase-1 message");
+                None => debug!(tunnel = %self.tunnel, "dropping duplicate phase-1 message"),
             }
             return;
         }
@@ -568,7 +585,7 @@ impl IkeSa {
         match result {
             Ok(next) => {
                 self.last_in = Some(datagram.to_vec());
-                if self.role == Role::Initiator && matches!(next, Phase1State::Established(_)) {
+                if matches!(next, Phase1State::Established(_)) {
                     self.retransmission = None;
                     self.timers.stop(Timer::Phase1Retransmit);
                 }

@@ -558,6 +558,16 @@ impl Endpoint {
             debug!(%remote, half_open, "dropping MM1: too many half-open phase-1 exchanges");
             return None;
         }
+        let from_peer = self
+            .sas
+            .values()
+            .filter(|sa| sa.is_half_open() && sa.remote.ip() == remote.ip())
+            .count();
+        if from_peer >= self.config.max_half_open_per_peer {
+            debug!(%remote, from_peer,
+                "dropping MM1: too many half-open phase-1 exchanges from this peer");
+            return None;
+        }
         let config = self.tunnels.get(tunnel)?;
         let mut cx = Cx {
             now,

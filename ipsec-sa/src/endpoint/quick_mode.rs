@@ -308,6 +308,9 @@ impl IkeSa {
             )),
         };
         let linger = after(cx.now, cx.config.linger);
+        if result.is_ok() {
+            self.peer_confirmed_phase1();
+        }
         let Some(qm) = self.quick_modes.iter_mut().find(|q| q.message_id == m) else {
             return;
         };
@@ -556,6 +559,7 @@ impl IkeSa {
         let m = msg.header.message_id;
         match self.answer_qm1(cx, config, msg) {
             Ok((state, t)) => {
+                self.peer_confirmed_phase1();
                 let linger = after(cx.now, cx.config.retransmit.interval(1));
                 self.timers.set(Timer::QuickModeRetransmit(m), linger);
                 self.quick_modes.push(QuickMode {
@@ -926,6 +930,7 @@ impl IkeSa {
 
     pub(super) fn retransmit_quick_mode(&mut self, cx: &mut Cx<'_>, m: u32) {
         let max = cx.config.retransmit.max_tries;
+        let am3 = self.am3_to_resend();
         let Some(qm) = self.quick_modes.iter_mut().find(|q| q.message_id == m) else {
             return;
         };
@@ -960,7 +965,12 @@ impl IkeSa {
             sent = r.sent,
             "retransmitting Quick Mode",
         );
-        cx.transmits.push_back(r.transmit.clone());
+        let qm1 = r.transmit.clone();
+        if let Some(am3) = am3 {
+            debug!(tunnel = %self.tunnel, "no answer since AM3: sending AM3 again");
+            cx.transmits.push_back(am3);
+        }
+        cx.transmits.push_back(qm1);
         let wait = cx.config.retransmit.interval(r.sent);
         self.timers
             .set(Timer::QuickModeRetransmit(m), after(cx.now, wait));

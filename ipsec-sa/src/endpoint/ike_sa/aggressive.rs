@@ -240,6 +240,7 @@ impl IkeSa {
         };
         self.keys = Some(keys);
         self.send_answer(cx, bytes);
+        self.am3_unconfirmed = true;
         Ok(Phase1State::Established(Established { choice }))
     }
 
@@ -372,6 +373,8 @@ impl IkeSa {
 
         sa.keys = Some(keys);
         sa.last_in = Some(datagram.to_vec());
+        // Sent once: a responder that retransmitted for spoofed AM1s would amplify them.
+        // A lost AM3 is recovered by the initiator (see `IkeSa::am3_to_resend`).
         sa.send_answer(cx, bytes);
         sa.timers
             .set(Timer::Phase1Deadline, after(cx.now, negotiation_budget(cx)));

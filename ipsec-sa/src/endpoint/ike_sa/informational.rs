@@ -44,9 +44,18 @@ impl IkeSa {
             }
         };
         self.dpd.last_seen = Some(cx.now);
+        let protected = msg.header.is_encrypted();
+        if protected {
+            self.peer_confirmed_phase1();
+        }
 
         for n in &c.notifies {
-            self.on_notify(cx, config, n, msg.header.is_encrypted());
+            self.on_notify(cx, config, n, protected);
+        }
+        // A Delete must be authenticated: a clear one could come from anyone.
+        if !protected && !c.deletes.is_empty() {
+            debug!(tunnel = %self.tunnel, "ignoring unprotected Delete");
+            return;
         }
         for d in &c.deletes {
             self.on_delete(cx, d);
