@@ -19,7 +19,9 @@
 #   (default "aes128-sha1 aes256-sha256"), PERF_LABS (default "ours-esp ours-udp swan"),
 #   GATEWAY (an ipsec-gateway binary; default: cargo build --release, then
 #   ${CARGO_TARGET_DIR:-target}/release/ipsec-gateway), PERF_OUT (results file, default
-#   $PWD/perf-results.md), KEEP=1 (keep lab directories and logs).
+#   $PWD/perf-results.md), KEEP=1 (keep lab directories and logs), PERF_PROFILE=1 (sample
+#   the initiating ipsec-gateway with linux perf during the first round; top symbols go into
+#   the results).
 #
 # Network rules: only namespaces this script creates (through lab.sh, prefix perf<pid>),
 # outer addresses from 192.0.2.0/24, private 10.x inside; everything is torn down on EXIT;
@@ -82,6 +84,7 @@ perf_start_gateway() {
     RUST_LOG=${PERF_RUST_LOG:-info} ip netns exec "$(lab_ns "$1")" "$GATEWAY" run "$2" \
         > "$3" 2>&1 < /dev/null &
     lab_track_pid $!
+    echo $! > "${2%.toml}.pid"
 }
 
 # perf_up_ours KIND ENC INTEG: two ipsec-gateways; KIND udp adds the port-only SNAT.
@@ -152,6 +155,10 @@ perf_describe() {
         ours-*)
             "$GATEWAY" status --socket "$LAB_DIR/ipsec-gateway.sock" 2> /dev/null \
                 | grep -E 'ike:|esp:' | sed 's/^ */    /' | head -4
+            if [ -s "$LAB_DIR/profile.txt" ]; then
+                echo "    profile of the initiating gateway (perf, flat, top symbols):"
+                sed 's/^ */        /' "$LAB_DIR/profile.txt"
+            fi
             ;;
         swan)
             LAB_DIR=$LAB_DIR/initiator lab_swanctl --list-sas 2> /dev/null \
@@ -160,22 +167,77 @@ perf_describe() {
     esac
 }
 
-# perf_iperf: one iperf3 TCP run hl -> hr; prints Mbit/s received.
+# perf_daemon_pids: the two IPsec daemons of the current lab (gateways or charons).
+perf_daemon_pids() {
+    cat "$LAB_DIR/gateway.pid" "$LAB_DIR/peer.pid" 2> /dev/null || true
+    sed -n 's/^CHARON_PID=//p' "$LAB_DIR/lab.env" "$LAB_DIR/initiator/lab.env" 2> /dev/null || true
+}
+
+# perf_cpu_ticks PID...: user + system clock ticks used so far by these processes (all threads).
+perf_cpu_ticks() {
+    local p total=0 t
+    for p in "$@"; do
+        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2> /dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# perf_runq_wait_ns PID...: nanoseconds these processes' threads have spent runnable but
+# waiting for a CPU (second field of /proc/PID/task/TID/schedstat).
+perf_runq_wait_ns() {
+    local p total=0 f w
+    for p in "$@"; do
+        for f in /proc/"$p"/task/*/schedstat; do
+            [ -r "$f" ] || continue
+            w=$(awk '{print $2}' "$f" 2> /dev/null || echo 0)
+            total=$((total + ${w:-0}))
+        done
+    done
+    echo "$total"
+}
+
+# perf_iperf: one iperf3 TCP run hl -> hr; prints "Mbit/s received" and "CPU % of one core
+# used by both IPsec daemons together" and "% of the run their threads waited, runnable, for
+# a CPU (summed over threads)" during the run.
 perf_iperf() {
-    local json=$LAB_DIR/iperf.json server
+    local json=$LAB_DIR/iperf.json server pids ticks0 ticks1 t0 t1 w0 w1
+    pids=$(perf_daemon_pids | tr '\n' ' ')
     ip netns exec "$NS_HR" iperf3 -s -1 -B 10.2.0.10 > "$LAB_DIR/iperf-server.txt" 2>&1 &
     server=$!
     lab_track_pid "$server"
     sleep 0.3
+    # PERF_PROFILE=1: sample the initiating gateway (linux perf) while iperf3 runs, in the
+    # first round only (the other rounds run unobserved).
+    local profiler=
+    if [ "${PERF_PROFILE:-0}" = 1 ] && [ "${PERF_ROUND:-1}" = 1 ] && [ -f "$LAB_DIR/gateway.pid" ] && command -v perf > /dev/null; then
+        perf record -q -F 999 -p "$(cat "$LAB_DIR/gateway.pid")" -o "$LAB_DIR/perf.data" \
+            -- sleep $((PERF_SECONDS > 3 ? PERF_SECONDS - 2 : 1)) > /dev/null 2>&1 &
+        profiler=$!
+    fi
+    # shellcheck disable=SC2086
+    ticks0=$(perf_cpu_ticks $pids) w0=$(perf_runq_wait_ns $pids) t0=$(date +%s%N)
     if ! timeout $((PERF_SECONDS + 20)) ip netns exec "$NS_HL" iperf3 -c 10.2.0.10 \
         -t "$PERF_SECONDS" -J > "$json" 2> "$LAB_DIR/iperf-client.err"; then
         perf_say "iperf3 failed in $LAB_PREFIX"
         lab_stop_pid "$server"
-        echo 0
+        echo "0 0 0"
         return 0
     fi
+    # shellcheck disable=SC2086
+    ticks1=$(perf_cpu_ticks $pids) w1=$(perf_runq_wait_ns $pids) t1=$(date +%s%N)
     lab_stop_pid "$server"
-    jq -r '.end.sum_received.bits_per_second / 1e6 | floor' "$json"
+    if [ -n "$profiler" ]; then
+        wait "$profiler" 2> /dev/null || true
+        perf report -i "$LAB_DIR/perf.data" --stdio --no-children -g none --sort dso,symbol \
+            2> /dev/null | grep -E '^ +[0-9.]+%' | head -20 | sed 's/ *$//' > "$LAB_DIR/profile.txt" || true
+        perf report -i "$LAB_DIR/perf.data" --stdio --no-children -g none --sort dso \
+            2> /dev/null | grep -E '^ +[0-9.]+%' | head -5 | sed 's/ *$//' >> "$LAB_DIR/profile.txt" || true
+    fi
+    echo "$(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' "$json")" \
+        "$(awk -v d=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v ns=$((t1 - t0)) \
+            'BEGIN {printf "%d", d / hz / (ns / 1e9) * 100}')" \
+        "$(awk -v w=$((w1 - w0)) -v ns=$((t1 - t0)) 'BEGIN {printf "%d", w / ns * 100}')"
 }
 
 perf_median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
@@ -203,15 +265,17 @@ perf_suite() {
         perf_wait_ping || return 1
     done
 
-    local -A results=()
+    local -A results=() cpus=() waits=()
     for r in $(seq "$PERF_ROUNDS"); do
         for i in "${!dirs[@]}"; do
             lab_load "${dirs[$i]}"
             lab=$(echo "$PERF_LABS" | awk -v n=$((i + 1)) '{print $n}')
-            local mbit
-            mbit=$(perf_iperf)
-            perf_say "$suite round $r $lab: $mbit Mbit/s (load $(cut -d' ' -f1 /proc/loadavg))"
+            local mbit cpu wait
+            read -r mbit cpu wait < <(PERF_ROUND=$r perf_iperf)
+            perf_say "$suite round $r $lab: $mbit Mbit/s, daemons at $cpu % of a core, waited $wait % for a CPU (load $(cut -d' ' -f1 /proc/loadavg))"
             results[$lab]+="$mbit "
+            cpus[$lab]+="$cpu "
+            waits[$lab]+="$wait "
         done
     done
 
@@ -221,21 +285,18 @@ perf_suite() {
         for i in "${!dirs[@]}"; do
             lab_load "${dirs[$i]}"
             lab=$(echo "$PERF_LABS" | awk -v n=$((i + 1)) '{print $n}')
-            echo "- $lab: rounds ${results[$lab]}Mbit/s; negotiated:"
+            echo "- $lab: rounds ${results[$lab]}Mbit/s; both daemons' CPU ${cpus[$lab]}(% of one core); runnable but waiting for a CPU ${waits[$lab]}(% of the run, summed over threads); negotiated:"
             perf_describe "$lab"
         done
-        local sw=0 lab_m
+        local sw=0 lab_m cpu_m
         [ -z "${results[swan]:-}" ] || sw=$(echo "${results[swan]}" | tr ' ' '\n' | grep . | perf_median)
         echo
-        echo "| lab | median Mbit/s | ratio to strongSwan (target >= 3) |"
-        echo "|---|---|---|"
+        echo "| lab | median Mbit/s | ratio to strongSwan (target >= 3) | daemons' CPU, % of one core (median) | Mbit/s per core |"
+        echo "|---|---|---|---|---|"
         for lab in $PERF_LABS; do
             lab_m=$(echo "${results[$lab]}" | tr ' ' '\n' | grep . | perf_median)
-            if [ "$sw" -gt 0 ]; then
-                echo "| $lab | $lab_m | $(awk -v a="$lab_m" -v b="$sw" 'BEGIN {printf "%.2f", a / b}') |"
-            else
-                echo "| $lab | $lab_m | - |"
-            fi
+            cpu_m=$(echo "${cpus[$lab]}" | tr ' ' '\n' | grep . | perf_median)
+            echo "| $lab | $lab_m | $(awk -v a="$lab_m" -v b="$sw" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}') | $cpu_m | $(awk -v a="$lab_m" -v c="$cpu_m" 'BEGIN {if (c > 0) printf "%.0f", a / c * 100; else print "-"}') |"
         done
         echo
     } >> "$PERF_OUT"
