@@ -1332,3 +1332,37 @@ fn a_flood_spoofing_one_peer_does_not_lock_out_another() {
     net.run_for(Duration::from_secs(10));
     established(&net);
 }
+
+#[test]
+fn the_shorter_traffic_and_time_limits_win_through_responder_lifetime() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.phase2.lifetime_kilobytes = Some(100_000);
+    r.phase2.lifetime_kilobytes = Some(50_000);
+    l.phase2.lifetime = Duration::from_secs(86_400);
+    r.phase2.lifetime = Duration::from_secs(7_200);
+    let mut net = Net::new(l, r, 31);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, _) = established(&net);
+    assert_eq!(lp.hard_lifetime.seconds, Some(7_200));
+    assert_eq!(lp.hard_lifetime.kilobytes, Some(50_000));
+}
+
+#[test]
+fn duplicated_aggressive_mode_messages_do_not_ping_pong() {
+    let (mut l, mut r) = tunnels("k", "k");
+    for t in [&mut l, &mut r] {
+        t.phase1.mode = Phase1Mode::Aggressive;
+    }
+    let mut net = Net::new(l, r, 32);
+    net.filter = Box::new(|_, _, d| vec![d.to_vec(), d.to_vec()]);
+    net.initiate();
+    net.run_for(Duration::from_secs(30));
+    established(&net);
+    // Every copy of a request gets one answer and no more: the right side's AM2 and QM2
+    // each arrive 4 times (sent twice, each copy duplicated), so AM3 and QM3 go out 4
+    // times each, besides AM1 and QM1; repeated AM3s and QM3s get no answer at all.
+    assert_eq!(net.left.sent.len(), 10);
+    // AM2 and QM2, each again for the duplicated AM1 and QM1.
+    assert_eq!(net.right.sent.len(), 4);
+}

@@ -171,6 +171,10 @@ pub struct Phase2Config {
     pub pfs_group: Option<DhGroup>,
     /// Lifetime we propose for the ESP SAs.
     pub lifetime: Duration,
+    /// Traffic limit we propose for the ESP SAs, in kilobytes (RFC 2407 section 4.5, SA
+    /// Life Type kilobytes); `None` proposes none. The data plane enforces it through
+    /// `ChildSaPair::hard_lifetime`; we do not rekey on volume.
+    pub lifetime_kilobytes: Option<u64>,
 }
 
 impl Default for Phase2Config {
@@ -179,6 +183,7 @@ impl Default for Phase2Config {
             proposals: vec![Phase2Proposal::default()],
             pfs_group: Some(DhGroup::Modp2048),
             lifetime: Duration::from_secs(3_600),
+            lifetime_kilobytes: None,
         }
     }
 }

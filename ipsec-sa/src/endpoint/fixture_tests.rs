@@ -255,6 +255,7 @@ fn our_offers_encode_like_strongswan() {
         Some(ipsec_crypto::DhGroup::Modp2048),
         3,
         std::time::Duration::from_secs(3_960),
+        None,
         0x89a5_b7f5,
     );
     assert_eq!(ours, theirs);

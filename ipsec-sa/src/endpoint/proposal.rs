@@ -340,6 +340,7 @@ pub(crate) fn phase2_offer(
     pfs: Option<DhGroup>,
     encapsulation: u16,
     lifetime: Duration,
+    lifetime_kilobytes: Option<u64>,
     spi: u32,
 ) -> SaPayload {
     let transforms = proposals
@@ -351,7 +352,7 @@ pub(crate) fn phase2_offer(
                 group: pfs,
                 encapsulation,
                 life_seconds: Some(lifetime.as_secs()),
-                life_kilobytes: None,
+                life_kilobytes: lifetime_kilobytes,
             };
             Transform {
                 number: u8::try_from(i + 1).unwrap_or(u8::MAX),
@@ -592,6 +593,7 @@ mod tests {
             Some(DhGroup::Modp2048),
             encap::UDP_TUNNEL,
             Duration::from_secs(3_960),
+            None,
             0x89a5_b7f5,
         );
         let p = &sa.proposals[0];
@@ -642,7 +644,7 @@ mod tests {
                 integrity: IntegrityAlgorithm::HmacSha256_128,
             },
         ];
-        let offer = phase2_offer(&theirs, None, 1, Duration::from_secs(60), 0x1234_5678);
+        let offer = phase2_offer(&theirs, None, 1, Duration::from_secs(60), None, 0x1234_5678);
         let ours = [theirs[2], theirs[1]];
         let (spi, c) = choose_phase2(&offer, &ours, None, &[1]).unwrap();
         assert_eq!(spi, 0x1234_5678);

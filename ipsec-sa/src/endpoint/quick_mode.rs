@@ -184,6 +184,7 @@ impl IkeSa {
             p2.pfs_group,
             encapsulation,
             p2.lifetime,
+            p2.lifetime_kilobytes,
             inbound_spi,
         );
         let idci = selector_payload(&local_ts);
@@ -503,7 +504,10 @@ impl IkeSa {
         // The responder may shorten the life we proposed, never extend it.
         let ours = p2.lifetime.as_secs();
         let mut life_seconds = Some(choice.life_seconds.unwrap_or(ours).min(ours));
-        let mut life_kilobytes = choice.life_kilobytes;
+        let mut life_kilobytes = match p2.lifetime_kilobytes {
+            Some(o) => Some(choice.life_kilobytes.unwrap_or(o).min(o)),
+            None => choice.life_kilobytes,
+        };
         for n in c
             .notifies
             .iter()
@@ -720,6 +724,12 @@ impl IkeSa {
                 notify_lifetime = true;
             }
         }
+        if let Some(k) = p2.lifetime_kilobytes {
+            if choice.life_kilobytes.is_none_or(|theirs| theirs > k) {
+                choice.life_kilobytes = Some(k);
+                notify_lifetime = true;
+            }
+        }
 
         let Some(inbound_spi) = cx.allocate_spi() else {
             return Err(Rejected::Fatal(FailureReason::NoSpiAvailable));
@@ -743,7 +753,7 @@ impl IkeSa {
                 protocol_id: ProtocolId(PROTO_ESP),
                 notify_type: NotifyType(notify::RESPONDER_LIFETIME),
                 spi: outbound_spi.to_be_bytes().to_vec(),
-                data: lifetime_attributes(ours),
+                data: lifetime_attributes(choice.life_seconds, choice.life_kilobytes),
             }));
         }
 
@@ -1001,16 +1011,29 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Life type/duration attribute pairs of a RESPONDER-LIFETIME notification, as
-/// (seconds, kilobytes). Basic (TV) attributes only, which is what implementations send.
-fn responder_lifetime(data: &[u8]) -> (Option<u64>, Option<u64>) {
+/// Life type/duration attribute pairs of a RESPONDER-LIFETIME notification (RFC 2407
+/// section 4.6.3.1), as (seconds, kilobytes). Attributes are basic (TV, AF bit set) or
+/// variable (TLV) with a value of up to 8 bytes; anything malformed ends the list.
+fn responder_lifetime(mut data: &[u8]) -> (Option<u64>, Option<u64>) {
     let (mut secs, mut kb, mut life_type) = (None, None, None);
-    for a in data.chunks_exact(4) {
-        let Ok([t0, t1, v0, v1]) = <[u8; 4]>::try_from(a) else {
-            continue;
-        };
+    while let Some((&[t0, t1, l0, l1], rest)) = data.split_first_chunk::<4>() {
         let t = u16::from_be_bytes([t0, t1]);
-        let v = u64::from(u16::from_be_bytes([v0, v1]));
+        let (v, rest) = if t & 0x8000 != 0 {
+            (u64::from(u16::from_be_bytes([l0, l1])), rest)
+        } else {
+            let len = usize::from(u16::from_be_bytes([l0, l1]));
+            let (Some(bytes), Some(rest)) = (rest.get(..len), rest.get(len..)) else {
+                break;
+            };
+            if len > 8 {
+                break;
+            }
+            (
+                bytes.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)),
+                rest,
+            )
+        };
+        data = rest;
         match (t & 0x7fff, life_type) {
             (1, _) => life_type = Some(v),
             (2, Some(1)) => secs = Some(v),
@@ -1021,12 +1044,26 @@ fn responder_lifetime(data: &[u8]) -> (Option<u64>, Option<u64>) {
     (secs, kb)
 }
 
-/// SA-Life-Type seconds and SA-Life-Duration as basic attributes (RFC 2407 section 4.5),
-/// the data of our RESPONDER-LIFETIME.
-fn lifetime_attributes(secs: u64) -> Vec<u8> {
-    let v = u16::try_from(secs).unwrap_or(u16::MAX);
-    let mut out = vec![0x80, 0x01, 0x00, 0x01, 0x80, 0x02];
-    out.extend_from_slice(&v.to_be_bytes());
+/// The data of our RESPONDER-LIFETIME: SA-Life-Type / SA-Life-Duration pairs (RFC 2407
+/// section 4.5), each duration basic when it fits 16 bits, else a 4-byte variable one.
+fn lifetime_attributes(secs: Option<u64>, kilobytes: Option<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (life_type, value) in [(1u8, secs), (2u8, kilobytes)] {
+        let Some(v) = value else {
+            continue;
+        };
+        out.extend_from_slice(&[0x80, 0x01, 0x00, life_type]);
+        match u16::try_from(v) {
+            Ok(v) => {
+                out.extend_from_slice(&[0x80, 0x02]);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            Err(_) => {
+                out.extend_from_slice(&[0x00, 0x02, 0x00, 0x04]);
+                out.extend_from_slice(&u32::try_from(v).unwrap_or(u32::MAX).to_be_bytes());
+            }
+        }
+    }
     out
 }
 
@@ -1037,12 +1074,31 @@ mod tests {
     #[test]
     fn responder_lifetime_attributes_round_trip() {
         assert_eq!(
-            responder_lifetime(&lifetime_attributes(1200)),
+            responder_lifetime(&lifetime_attributes(Some(1200), None)),
             (Some(1200), None)
         );
         assert_eq!(
             responder_lifetime(&[0x80, 1, 0, 2, 0x80, 2, 0x10, 0]),
             (None, Some(4096))
         );
+        // A day in seconds needs the variable form; both kinds together.
+        let both = lifetime_attributes(Some(86_400), Some(50_000));
+        assert_eq!(
+            hex::encode(&both),
+            "80010001000200040001518080010002800 2c350".replace(' ', "")
+        );
+        assert_eq!(responder_lifetime(&both), (Some(86_400), Some(50_000)));
+    }
+
+    #[test]
+    fn responder_lifetime_stops_at_malformed_attributes() {
+        // A variable attribute longer than the data, then one longer than 8 bytes.
+        assert_eq!(
+            responder_lifetime(&[0x80, 1, 0, 1, 0, 2, 0, 9, 1]),
+            (None, None)
+        );
+        let mut long = vec![0x80, 1, 0, 1, 0, 2, 0, 9];
+        long.extend_from_slice(&[0; 9]);
+        assert_eq!(responder_lifetime(&long), (None, None));
     }
 }

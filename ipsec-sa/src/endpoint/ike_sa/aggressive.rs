@@ -444,6 +444,9 @@ impl IkeSa {
         }
         self.local = local;
         self.remote = remote;
+        // AM3 ends the exchange and gets no answer: a repeated AM3 must not make us send
+        // AM2 again, or the initiator's answer to that (AM3 again) would ping-pong forever.
+        self.last_out = None;
         Ok(Phase1State::Established(Established { choice: s.choice }))
     }
 }
