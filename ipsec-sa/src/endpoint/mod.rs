@@ -337,6 +337,17 @@ impl Endpoint {
             .find_map(|sa| Some((sa.cky_i, sa.keys.as_ref()?.encryption_key.clone())))
     }
 
+    /// Fuzzing only: SKEYID_a of the tunnel's established ISAKMP SA, so a fuzz target can
+    /// compute valid Quick Mode and Informational HASH payloads and reach the code behind
+    /// them. Behind the `fuzzing` feature, which no production build may enable.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzzing_skeyid_a(&self, tunnel: TunnelId) -> Option<SecretBytes> {
+        self.sas
+            .values()
+            .filter(|sa| sa.tunnel == tunnel && sa.is_established())
+            .find_map(|sa| Some(sa.keys.as_ref()?.skeyid_a.clone()))
+    }
+
     /// Starts negotiating a pair of ESP SAs for `tunnel`: Quick Mode on an established
     /// ISAKMP SA, or Main Mode first when there is none. Results arrive as events.
     pub fn initiate(&mut self, tunnel: TunnelId, now: Instant) -> Result<(), InitiateError> {
