@@ -263,6 +263,8 @@ perf_suite() {
     for i in "${!dirs[@]}"; do
         lab_load "${dirs[$i]}"
         perf_wait_ping || return 1
+        lab=$(echo "$PERF_LABS" | awk -v n=$((i + 1)) '{print $n}')
+        perf_describe "$lab" | grep -v '^        ' > "$LAB_DIR/negotiated-before.txt" || true
     done
 
     local -A results=() cpus=() waits=()
@@ -285,7 +287,9 @@ perf_suite() {
         for i in "${!dirs[@]}"; do
             lab_load "${dirs[$i]}"
             lab=$(echo "$PERF_LABS" | awk -v n=$((i + 1)) '{print $n}')
-            echo "- $lab: rounds ${results[$lab]}Mbit/s; both daemons' CPU ${cpus[$lab]}(% of one core); runnable but waiting for a CPU ${waits[$lab]}(% of the run, summed over threads); negotiated:"
+            echo "- $lab: rounds ${results[$lab]}Mbit/s; both daemons' CPU ${cpus[$lab]}(% of one core); runnable but waiting for a CPU ${waits[$lab]}(% of the run, summed over threads); negotiated before the rounds:"
+            cat "$LAB_DIR/negotiated-before.txt"
+            echo "  and after them:"
             perf_describe "$lab"
         done
         local sw=0 lab_m cpu_m
