@@ -43,9 +43,11 @@ for t in $targets; do
     else
         echo "fuzz-smoke: $t FAILED; last lines of its log:"
         tail -n 40 "$log"
-        mkdir -p "artifacts/$t"
-        cp "$scratch/artifacts/$t/"* "artifacts/$t/" 2>/dev/null || true
-        echo "fuzz-smoke: reproducer(s) copied to fuzz/artifacts/$t/"
+        if compgen -G "$scratch/artifacts/$t/*" >/dev/null; then
+            mkdir -p "artifacts/$t"
+            cp "$scratch/artifacts/$t/"* "artifacts/$t/"
+            echo "fuzz-smoke: reproducer(s) copied to fuzz/artifacts/$t/"
+        fi
         failed+=("$t")
     fi
 done
