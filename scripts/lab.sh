@@ -26,7 +26,8 @@
 # Environment for `up`: LAB_PREFIX (namespace prefix, default ipgw<pid>), LAB_PSK,
 #   LAB_IKE_PROPOSALS (default aes128-sha1-modp2048), LAB_ESP_PROPOSALS (same), LAB_DPD_DELAY
 #   (default 0s = off), LAB_DPD_TIMEOUT (default 30s), LAB_CHILD_REKEY_TIME (strongSwan's
-#   CHILD_SA rekey_time, default 1h; lower it to test rekeying), LAB_AGGRESSIVE (yes: IKEv1
+#   CHILD_SA rekey_time, default 1h; lower it to test rekeying), LAB_CHILD_LIFE_TIME (its
+#   life_time, with no random jitter; default: strongSwan's, 110 % of rekey_time), LAB_AGGRESSIVE (yes: IKEv1
 #   Aggressive Mode on both sides; default no = Main Mode), LAB_NO_CHARON=1 (build the
 #   namespaces but start no strongSwan: for a second ipsec-gateway as the peer).
 #
@@ -165,6 +166,7 @@ connections {
                 # The DH group here is the Quick Mode PFS group.
                 esp_proposals = $LAB_ESP_PROPOSALS
                 rekey_time = $LAB_CHILD_REKEY_TIME
+$( [ -z "${LAB_CHILD_LIFE_TIME:-}" ] || printf '                life_time = %s\n                rand_time = 0s\n' "$LAB_CHILD_LIFE_TIME" )
                 dpd_action = clear
                 start_action = none
             }
