@@ -19,9 +19,9 @@
 #   (default "aes128-sha1 aes256-sha256"), PERF_LABS (default "ours-esp ours-udp swan"),
 #   GATEWAY (an ipsec-gateway binary; default: cargo build --release, then
 #   ${CARGO_TARGET_DIR:-target}/release/ipsec-gateway), PERF_OUT (results file, default
-#   $PWD/perf-results.md), KEEP=1 (keep lab directories and logs), PERF_PROFILE=1 (sample
-#   the initiating ipsec-gateway with linux perf during the first round; top symbols go into
-#   the results).
+#   ${TMPDIR:-/tmp}/ipsec-perf-results.md), KEEP=1 (keep lab directories and logs),
+#   PERF_PROFILE=1 (sample the initiating ipsec-gateway with linux perf during the first
+#   round; top symbols go into the results).
 #
 # Network rules: only namespaces this script creates (through lab.sh, prefix perf<pid>),
 # outer addresses from 192.0.2.0/24, private 10.x inside; everything is torn down on EXIT;
@@ -36,7 +36,7 @@ PERF_SECONDS=${PERF_SECONDS:-10}
 PERF_ROUNDS=${PERF_ROUNDS:-2}
 PERF_SUITES=${PERF_SUITES:-aes128-sha1 aes256-sha256}
 PERF_LABS=${PERF_LABS:-ours-esp ours-udp swan}
-PERF_OUT=${PERF_OUT:-$PWD/perf-results.md}
+PERF_OUT=${PERF_OUT:-${TMPDIR:-/tmp}/ipsec-perf-results.md}
 PERF_LAB_DIRS=()
 
 perf_say() { printf '[perf %(%T)T] %s\n' -1 "$*" >&2; }
