@@ -329,6 +329,14 @@ impl IkeSa {
         matches!(self.state, Phase1State::Established(_))
     }
 
+    /// The negotiated phase-1 algorithms, once established.
+    pub(super) fn phase1_choice(&self) -> Option<super::Phase1Proposal> {
+        match &self.state {
+            Phase1State::Established(e) => Some(e.choice.proposal),
+            _ => None,
+        }
+    }
+
     /// Still negotiating phase 1.
     pub(super) fn is_negotiating(&self) -> bool {
         !matches!(

@@ -337,6 +337,18 @@ impl Endpoint {
             .find_map(|sa| Some((sa.cky_i, sa.keys.as_ref()?.encryption_key.clone())))
     }
 
+    /// The phase-1 algorithms negotiated for the tunnel's newest established ISAKMP SA,
+    /// for status displays and tests (RFC 2409 section 5: the responder picked one of the
+    /// initiator's transforms).
+    pub fn phase1_algorithms(&self, tunnel: TunnelId) -> Option<Phase1Proposal> {
+        self.sas
+            .iter()
+            .filter(|(_, sa)| sa.tunnel == tunnel)
+            .filter_map(|(id, sa)| Some((*id, sa.phase1_choice()?)))
+            .max_by_key(|(id, _)| *id)
+            .map(|(_, p)| p)
+    }
+
     /// Fuzzing only: SKEYID_a of the tunnel's established ISAKMP SA, so a fuzz target can
     /// compute valid Quick Mode and Informational HASH payloads and reach the code behind
     /// them. Behind the `fuzzing` feature, which no production build may enable.
