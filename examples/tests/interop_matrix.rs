@@ -532,7 +532,15 @@ mod matrix {
             let file = self.dir().join(format!("{iface}.pcap"));
             let log = self.dir().join(format!("tshark-{iface}.log"));
             let child = Command::new("ip")
-                .args(["netns", "exec", self.var(ns_var), "tshark", "-n", "-q", "-i"])
+                .args([
+                    "netns",
+                    "exec",
+                    self.var(ns_var),
+                    "tshark",
+                    "-n",
+                    "-q",
+                    "-i",
+                ])
                 .arg(iface)
                 .arg("-w")
                 .arg(&file)
@@ -653,7 +661,11 @@ mod matrix {
              lifetime_seconds = 3600\n\
              {dpd}",
             initiate = if case.peer_initiates { "wait" } else { "start" },
-            mode = if case.aggressive { "aggressive" } else { "main" },
+            mode = if case.aggressive {
+                "aggressive"
+            } else {
+                "main"
+            },
             c1 = CIPHERS[case.p1_cipher].ours,
             h1 = HASHES[case.p1_hash].ours,
             g = GROUPS[case.group].0,
@@ -734,8 +746,8 @@ mod matrix {
         let _ = writeln!(out, "{title}: {pass} pass, {skip} skip, {fail} fail");
         // Shown with --nocapture (or on failure); always kept in the target's tmp dir.
         eprintln!("{out}");
-        let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{}.txt", title.replace(' ', "-")));
+        let file =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.txt", title.replace(' ', "-")));
         let _ = std::fs::write(&file, &out);
         eprintln!("(summary written to {})", file.display());
         assert_eq!(fail, 0, "{fail} case(s) failed: see the table above");
@@ -910,12 +922,243 @@ mod matrix {
             return Outcome::Fail("pluto never reached Quick Mode SA installation".into());
         }
         let log = lab.peer_log();
-        for bad in ["INVALID_HASH_INFORMATION", "NO_PROPOSAL_CHOSEN", "malformed"] {
+        for bad in [
+            "INVALID_HASH_INFORMATION",
+            "NO_PROPOSAL_CHOSEN",
+            "malformed",
+        ] {
             if log.contains(bad) {
                 return Outcome::Fail(format!("pluto logged {bad}"));
             }
         }
         Outcome::Pass(took)
+    }
+
+    // ------------------------------------------------------------ scenarios --
+
+    /// The lab's default choice: AES-128/SHA1/group 14, PFS 14, Main Mode.
+    pub(crate) fn default_case(peer_initiates: bool) -> Case {
+        Case {
+            p1_cipher: 2,
+            p1_hash: 1,
+            group: 3,
+            aggressive: false,
+            peer_initiates,
+            p2_cipher: 2,
+            p2_hash: 1,
+            pfs: true,
+        }
+    }
+
+    fn ready(up: Up) -> Lab {
+        match up {
+            Up::Ready(lab) => lab,
+            Up::Refused(why) => panic!("the peer refused the lab's default configuration: {why}"),
+        }
+    }
+
+    /// Waits until strongSwan lists an installed CHILD_SA and our status says up.
+    fn wait_up(lab: &Lab) {
+        let up = wait_for(ESTABLISH, || {
+            lab.list_sas().contains("INSTALLED") && lab.status().contains("tunnel lab: up")
+        });
+        assert!(
+            up,
+            "not established within {ESTABLISH:?}:\n{}\n{}",
+            lab.status(),
+            lab.list_sas()
+        );
+    }
+
+    /// `tshark -r PCAP -Y FILTER` packet count.
+    fn count(pcap: &Path, filter: &str) -> usize {
+        let out = run(Command::new("tshark").args(["-n", "-r"]).arg(pcap).args([
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ]));
+        text(&out.stdout).lines().count()
+    }
+
+    /// NAT traversal through a masquerading namespace (nft `masquerade random`: ports are
+    /// rewritten). `we_are_behind`: our gateway sits behind the NAT and initiates; otherwise
+    /// strongSwan does and we know it only by its NAT's public address. Either way IKE floats
+    /// to UDP 4500, ESP travels in UDP through the NAT both ways, and the side behind the NAT
+    /// sends NAT-keepalives (RFC 3948 section 2.3: ours every 20 s, charon's every 5 s here).
+    pub(crate) fn nat_traversal(we_are_behind: bool) {
+        let side = if we_are_behind { "ours" } else { "peer" };
+        let case_id = if we_are_behind { "no" } else { "np" };
+        let mut lab = ready(Lab::up(MATRIX_SH, &["nat-up", side], case_id, &[]));
+        let public = lab.var("NAT_PUBLIC").to_owned();
+        // Capture on the far side of the NAT from the one behind it: what crossed the NAT.
+        let (ns, remote) = if we_are_behind {
+            ("NS_SW", "198.51.100.2")
+        } else {
+            ("NS_OURS", public.as_str())
+        };
+        let pcap = lab.capture(ns, "wan0");
+        let case = default_case(!we_are_behind);
+        let toml = gateway_toml(&lab, &case, remote, "198.51.100.2", "10.2.0.0/24", "");
+        lab.start_gateway(&toml).unwrap();
+        if !we_are_behind {
+            assert!(lab.gateway_ready(), "the gateway did not come up");
+            lab.swan_initiate().unwrap();
+        }
+        wait_up(&lab);
+        let established = Instant::now();
+        lab.ping("NS_HL", "10.2.0.10", "3").unwrap();
+        lab.ping("NS_HR", "10.1.0.10", "3").unwrap();
+        let status = lab.status();
+        assert!(status.contains("nat-t yes"), "{status}");
+        assert!(status.contains("UdpTunnel"), "{status}");
+        let charon = lab.peer_log();
+        let seen = if we_are_behind {
+            "remote host is behind NAT"
+        } else {
+            "local host is behind NAT"
+        };
+        assert!(charon.contains(seen), "charon did not log '{seen}'");
+        // Keepalives from the side behind the NAT: ours after 20 s, charon's after 5 s idle.
+        let keepalive_wait = if we_are_behind { 23 } else { 8 };
+        let until = Duration::from_secs(keepalive_wait);
+        std::thread::sleep(until.saturating_sub(established.elapsed()));
+        lab.stop_captures();
+
+        let from_nat = format!("ip.src == {public}");
+        let to_nat = format!("ip.dst == {public}");
+        // Phase 1 started on 500 and floated: IKE on 4500 through the NAT.
+        let ike_4500 = count(
+            &pcap,
+            &format!("isakmp && udp.dstport == 4500 && {from_nat}"),
+        );
+        assert!(
+            ike_4500 >= 2,
+            "no IKE on UDP 4500 from the NAT ({ike_4500})"
+        );
+        // ESP in UDP both ways: 6 echo requests/replies at least in each direction.
+        let esp_out = count(&pcap, &format!("esp && udp && {from_nat}"));
+        let esp_in = count(&pcap, &format!("esp && udp && {to_nat}"));
+        assert!(
+            esp_out >= 6 && esp_in >= 6,
+            "ESP in UDP: {esp_out} out, {esp_in} in"
+        );
+        assert_eq!(
+            count(&pcap, "esp && !udp"),
+            0,
+            "ESP outside UDP crossed the NAT"
+        );
+        // The NAT rewrote the source port of the floated traffic (masquerade random).
+        let rewritten = count(
+            &pcap,
+            &format!("udp.srcport != 4500 && udp.srcport != 500 && {from_nat}"),
+        );
+        assert!(rewritten >= 1, "no rewritten source port seen");
+        let keepalives = count(&pcap, &format!("udp.length == 9 && {from_nat}"));
+        assert!(
+            keepalives >= 1,
+            "no NAT-keepalive from the side behind the NAT within {keepalive_wait} s"
+        );
+        // The tunnel still carries traffic after the idle time.
+        lab.ping("NS_HL", "10.2.0.10", "1").unwrap();
+    }
+
+    /// Dead peer detection with action "restart": charon is killed (SIGKILL: no Delete); we
+    /// notice within delay + timeout (2 s + 6 s, plus 3 s for a loaded machine), negotiate
+    /// again, and once charon is back the tunnel comes up by itself and carries pings.
+    pub(crate) fn dpd_restart() {
+        let mut lab = ready(Lab::up(LAB_SH, &["up"], "dr", &[]));
+        let dpd = "[tunnel.dpd]\ndelay_seconds = 2\ntimeout_seconds = 6\naction = \"restart\"\n";
+        let toml = gateway_toml(
+            &lab,
+            &default_case(false),
+            "192.0.2.2",
+            "192.0.2.2",
+            "10.2.0.0/24",
+            dpd,
+        );
+        lab.start_gateway(&toml).unwrap();
+        wait_up(&lab);
+        lab.ping("NS_HL", "10.2.0.10", "1").unwrap();
+
+        let charon = lab.var("CHARON_PID").to_owned();
+        assert!(run(Command::new("kill").args(["-KILL", &charon]))
+            .status
+            .success());
+        let killed = Instant::now();
+        let dead = wait_for(Duration::from_secs(20), || {
+            lab.status().contains("peer declared dead by DPD")
+        });
+        let took = killed.elapsed();
+        assert!(dead, "no DPD verdict within 20 s:\n{}", lab.status());
+        assert!(
+            took >= Duration::from_secs(6),
+            "declared dead after {took:?}, before the timeout"
+        );
+        assert!(
+            took <= Duration::from_secs(11),
+            "declared dead after {took:?}: more than delay + timeout (8 s) + 3 s"
+        );
+        // The action: negotiating again (Main Mode toward the dead peer).
+        let restarted = wait_for(Duration::from_secs(10), || {
+            lab.gateway_log()
+                .split("dead peer detection: peer declared dead")
+                .nth(1)
+                .is_some_and(|after| after.contains("initiat"))
+        });
+        assert!(restarted, "no new negotiation after the DPD verdict");
+
+        let out = run(Command::new(MATRIX_SH).args(["charon-restart", lab.var("LAB_DIR")]));
+        assert!(
+            out.status.success(),
+            "charon-restart: {}",
+            text(&out.stderr)
+        );
+        let back = Instant::now();
+        wait_up(&lab);
+        eprintln!("tunnel back {:?} after charon restarted", back.elapsed());
+        lab.ping("NS_HL", "10.2.0.10", "2").unwrap();
+        lab.ping("NS_HR", "10.1.0.10", "2").unwrap();
+    }
+
+    /// A misconfiguration keeps the tunnel down; returns our status once `expect` shows up in it
+    /// (bounded), after checking strongSwan installed nothing.
+    pub(crate) fn misconfigured(
+        case_id: &str,
+        env: &[(&str, String)],
+        remote_subnet: &str,
+        peer_initiates: bool,
+        expect: &str,
+    ) -> String {
+        let mut lab = ready(Lab::up(LAB_SH, &["up"], case_id, env));
+        let toml = gateway_toml(
+            &lab,
+            &default_case(peer_initiates),
+            "192.0.2.2",
+            "192.0.2.2",
+            remote_subnet,
+            "",
+        );
+        lab.start_gateway(&toml).unwrap();
+        if peer_initiates {
+            assert!(lab.gateway_ready(), "the gateway did not come up");
+            let out = lab.swan_initiate();
+            assert!(out.is_err(), "strongSwan's initiate succeeded");
+        }
+        let said = wait_for(ESTABLISH, || {
+            lab.status().contains(expect) || lab.gateway_log().contains(expect)
+        });
+        let status = lab.status();
+        assert!(
+            said,
+            "'{expect}' not in status or log within {ESTABLISH:?}:\n{status}"
+        );
+        assert!(!status.contains("tunnel lab: up"), "{status}");
+        assert!(!lab.list_sas().contains("INSTALLED"), "{}", lab.list_sas());
+        eprintln!("{case_id}: status says:\n{status}");
+        status
     }
 
     /// Runs a peer's matrix: the pairwise table, then the refused choices.
@@ -1028,4 +1271,70 @@ fn strongswan_pairwise_algorithm_matrix_pings_through_every_case() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn libreswan_pairwise_algorithm_matrix_reaches_quick_mode_sa_install() {
     matrix::run_matrix(matrix::Peer::Libreswan);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn nat_traversal_with_our_gateway_behind_a_masquerading_nat() {
+    matrix::nat_traversal(true);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn nat_traversal_with_strongswan_behind_a_masquerading_nat() {
+    matrix::nat_traversal(false);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn dead_peer_detection_restart_brings_the_tunnel_back_when_strongswan_returns() {
+    matrix::dpd_restart();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rejects_phase1_without_common_proposal_and_says_why() {
+    matrix::misconfigured(
+        "m1",
+        &[("LAB_IKE_PROPOSALS", "aes256-sha512-modp4096".to_owned())],
+        "10.2.0.0/24",
+        false,
+        "last error: peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer",
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rejects_peer_phase1_proposal_it_does_not_offer_and_says_why() {
+    matrix::misconfigured(
+        "m2",
+        &[("LAB_IKE_PROPOSALS", "aes256-sha512-modp4096".to_owned())],
+        "10.2.0.0/24",
+        true,
+        "last error: no acceptable proposal: peer offered AesCbc256/Sha512/group 16 (phase 1); we accept AesCbc128/Sha1/group 14",
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rejects_wrong_remote_subnet_and_says_why() {
+    matrix::misconfigured(
+        "m3",
+        &[],
+        "10.9.0.0/24",
+        false,
+        "last error: peer reported INVALID-ID-INFORMATION (18): the peer rejects our identity or traffic selectors",
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn rejects_peer_quick_mode_for_subnets_it_does_not_serve_and_says_why() {
+    matrix::misconfigured(
+        "m4",
+        &[],
+        "10.9.0.0/24",
+        true,
+        "last error: peer proposed traffic selectors 10.2.0.0/24 / 10.1.0.0/24 outside our policy 10.9.0.0/24 / 10.1.0.0/24",
+    );
 }
