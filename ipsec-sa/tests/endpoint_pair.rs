@@ -1480,3 +1480,186 @@ fn duplicated_aggressive_mode_messages_do_not_ping_pong() {
     // AM2 and QM2, each again for the duplicated AM1 and QM1.
     assert_eq!(net.right.sent.len(), 4);
 }
+
+/// The pairs a side holds according to its events: established and not deleted, as
+/// (inbound SPI, outbound SPI), oldest first.
+fn live_pairs(events: &[Event]) -> Vec<(u32, u32)> {
+    let mut live = Vec::new();
+    for e in events {
+        match e {
+            Event::ChildSaEstablished { pair, .. } => {
+                live.push((pair.inbound.spi, pair.outbound.spi))
+            }
+            Event::ChildSaDeleted { inbound_spi, .. } => live.retain(|p| p.0 != *inbound_spi),
+            _ => {}
+        }
+    }
+    live
+}
+
+/// Whether some pair is live at both ends: my inbound is your outbound and back.
+fn usable_pair(net: &Net) -> bool {
+    let r = live_pairs(&net.right.events);
+    live_pairs(&net.left.events)
+        .iter()
+        .any(|(i, o)| r.contains(&(*o, *i)))
+}
+
+#[test]
+fn rekey_collision_ends_with_one_pair_at_both_ends() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 30);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, rp) = established(&net);
+
+    // Both data planes report the soft traffic limit at the same instant: each end
+    // starts a Quick Mode for the same selectors.
+    let now = net.now;
+    net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+    net.right.ep.soft_lifetime_reached(rp.inbound.spi, now);
+    net.run_for(Duration::from_secs(15));
+
+    // Two Quick Modes completed at each end; the loser was deleted by its initiator, the
+    // old pair stays until its hard lifetime.
+    assert_eq!(children(&net.left.events).len(), 3);
+    assert_eq!(children(&net.right.events).len(), 3);
+    assert!(failures(&net.left.events).is_empty());
+    assert!(failures(&net.right.events).is_empty());
+    let l_live = live_pairs(&net.left.events);
+    let r_live = live_pairs(&net.right.events);
+    assert_eq!(l_live.len(), 2, "{l_live:?}");
+    assert_eq!(r_live.len(), 2, "{r_live:?}");
+    assert_eq!(l_live[0], (lp.inbound.spi, lp.outbound.spi));
+    // The same new pair survives at both ends.
+    assert_eq!(l_live[1], (r_live[1].1, r_live[1].0));
+    assert_eq!(net.left.ep.sa_count(), (1, 2));
+    assert_eq!(net.right.ep.sa_count(), (1, 2));
+
+    // The survivor alone is renewed later: after the old pair's hour, one pair per end,
+    // and exactly one more Quick Mode happened (at 90 % of the survivor's life).
+    net.run_for(Duration::from_secs(3_600 + 5));
+    assert_eq!(live_pairs(&net.left.events).len(), 1);
+    assert_eq!(live_pairs(&net.right.events).len(), 1);
+    assert_eq!(children(&net.left.events).len(), 4);
+    assert!(usable_pair(&net));
+}
+
+#[test]
+fn traffic_limits_rekey_then_delete_at_both_ends() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.phase2.lifetime_kilobytes = Some(1_000);
+    r.phase2.lifetime_kilobytes = Some(1_000);
+    let mut net = Net::new(l, r, 31);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, _) = established(&net);
+    assert_eq!(lp.hard_lifetime.kilobytes, Some(1_000));
+
+    // Soft limit at the left: a replacement is negotiated at once.
+    let now = net.now;
+    net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(children(&net.left.events).len(), 2);
+    assert_eq!(children(&net.right.events).len(), 2);
+    assert_mirrored(
+        children(&net.left.events)[1],
+        children(&net.right.events)[1],
+    );
+
+    // A second report changes nothing; the hard limit deletes the old pair at both ends.
+    let now = net.now;
+    net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+    net.left.ep.hard_lifetime_reached(lp.inbound.spi, now);
+    net.run_for(Duration::from_secs(15));
+    assert_eq!(children(&net.left.events).len(), 2);
+    assert_eq!(live_pairs(&net.left.events).len(), 1);
+    assert_eq!(live_pairs(&net.right.events).len(), 1);
+    assert!(usable_pair(&net));
+    // An SPI nobody holds is ignored.
+    let now = net.now;
+    net.left.ep.hard_lifetime_reached(lp.inbound.spi, now);
+    net.left.ep.soft_lifetime_reached(1, now);
+    assert!(net.left.ep.poll_transmit().is_none());
+}
+
+#[test]
+fn esp_pair_outliving_its_isakmp_sa_is_deleted_under_the_newer_one() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.phase1.lifetime = Duration::from_secs(60);
+    r.phase1.lifetime = Duration::from_secs(60);
+    let mut net = Net::new(l, r, 32);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (lp, rp) = established(&net);
+
+    // The ISAKMP SA is renewed at 54 s and the first one expires at 60 s; the ESP pair
+    // made under it lives on (RFC 2409 section 5.5: their lifetimes are independent).
+    net.run_for(Duration::from_secs(70));
+    assert_eq!(
+        count(&net.left.events, |e| matches!(
+            e,
+            Event::Phase1Established { .. }
+        )),
+        2
+    );
+    assert_eq!(
+        live_pairs(&net.left.events),
+        vec![(lp.inbound.spi, lp.outbound.spi)]
+    );
+    assert_eq!(net.left.ep.sa_count(), (2, 1));
+
+    // Its traffic limit is reached: the Delete goes under the new ISAKMP SA and the
+    // peer finds the pair under the old one.
+    let now = net.now;
+    net.left.ep.hard_lifetime_reached(lp.inbound.spi, now);
+    net.run_for(Duration::from_secs(72));
+    assert!(net.right.events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == rp.inbound.spi
+    )));
+    assert!(live_pairs(&net.right.events).is_empty());
+    // The closed ISAKMP SA held only that pair: it is gone at both ends.
+    assert_eq!(net.left.ep.sa_count(), (1, 0));
+    assert_eq!(net.right.ep.sa_count(), (1, 0));
+}
+
+#[test]
+fn dpd_recovers_from_a_peer_that_restarted_without_initiating() {
+    let (mut l, r) = tunnels("k", "k");
+    l.dpd = Some(DpdConfig {
+        delay: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+        action: DpdAction::Restart,
+    });
+    let mut net = Net::new(l, r.clone(), 33);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    established(&net);
+
+    // The right gateway restarts and waits as a responder: our ESP now goes to SPIs it
+    // does not know, nothing comes back, so DPD probes; the probes name cookies it does
+    // not know either.
+    let mut fresh = Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(ChaCha20Rng::seed_from_u64(78)),
+    );
+    net.right.tunnel = fresh.add_tunnel(r).unwrap();
+    net.right.ep = fresh;
+    net.right.events.clear();
+    net.run_for(Duration::from_secs(120));
+
+    // The left side declared the peer dead, dropped its stale pair and negotiated a new
+    // one with the restarted peer without anyone restarting it by hand.
+    assert_eq!(
+        count(&net.left.events, |e| matches!(e, Event::PeerDead { .. })),
+        1
+    );
+    let l = children(&net.left.events);
+    let r = children(&net.right.events);
+    assert_eq!((l.len(), r.len()), (2, 1));
+    assert_mirrored(l[1], r[0]);
+    assert_eq!(live_pairs(&net.left.events).len(), 1);
+    assert!(usable_pair(&net));
+    assert_eq!(net.left.ep.sa_count().1, 1);
+}

@@ -173,7 +173,9 @@ pub struct Phase2Config {
     pub lifetime: Duration,
     /// Traffic limit we propose for the ESP SAs, in kilobytes (RFC 2407 section 4.5, SA
     /// Life Type kilobytes); `None` proposes none. The data plane enforces it through
-    /// `ChildSaPair::hard_lifetime`; we do not rekey on volume.
+    /// `ChildSaPair::hard_lifetime` and reports its soft and hard limits, which the caller
+    /// forwards to `Endpoint::soft_lifetime_reached` (rekey) and
+    /// `Endpoint::hard_lifetime_reached` (delete).
     pub lifetime_kilobytes: Option<u64>,
 }
 

@@ -203,6 +203,13 @@ pub(super) struct ChildRecord {
     pub(super) local_ts: crate::selector::TrafficSelector,
     /// The peer's side's selector.
     pub(super) remote_ts: crate::selector::TrafficSelector,
+    /// When the pair was established, to tell a rekey collision from a renewal.
+    pub(super) established_at: Instant,
+    /// We were the Quick Mode initiator.
+    pub(super) initiated: bool,
+    /// A newer pair for the same selectors exists, or this one lost a rekey collision:
+    /// it gets no replacement of its own and ends at its hard lifetime or by Delete.
+    pub(super) superseded: bool,
 }
 
 /// Our side's and the peer's side's selector of one ESP SA pair.
@@ -236,6 +243,19 @@ pub(super) enum SaAction {
     /// The peer sent INITIAL-CONTACT: every other SA of the tunnel is stale (RFC 2407
     /// section 4.6.3.3).
     InitialContact,
+    /// Tell the peer that the ESP SA pair with this inbound SPI is gone, through the
+    /// tunnel's newest established ISAKMP SA: the SA that made the pair has ended (an
+    /// Informational may travel under any ISAKMP SA with the peer, RFC 2408 section 3.15).
+    SendEspDelete {
+        /// Our inbound SPI of the pair.
+        inbound: u32,
+    },
+    /// The peer deleted an ESP SPI this SA does not hold: look for it under the tunnel's
+    /// other ISAKMP SAs (pairs outlive the ISAKMP SA that made them).
+    PeerDeletedEsp {
+        /// The SPI the peer named.
+        spi: u32,
+    },
 }
 
 /// One ISAKMP SA and its exchanges.
@@ -739,7 +759,7 @@ impl IkeSa {
                     self.actions.push(SaAction::Initiate { with_child: false });
                 }
                 Timer::ChildRekey(spi) => {
-                    if self.owns_inbound_spi(spi) {
+                    if self.owns_inbound_spi(spi) && !self.is_superseded(spi) {
                         info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
                             "ESP SA pair nears its lifetime: negotiating a replacement");
                         // The endpoint picks the newest ISAKMP SA of the tunnel.
@@ -829,6 +849,14 @@ impl IkeSa {
             }
             _ => self.timers.set(Timer::Dpd, after(idle_since, dpd.delay)),
         }
+    }
+
+    /// Whether the pair with inbound SPI `spi` has been replaced (see
+    /// [`ChildRecord::superseded`]).
+    pub(super) fn is_superseded(&self, spi: u32) -> bool {
+        self.children
+            .iter()
+            .any(|c| c.inbound == spi && c.superseded)
     }
 
     pub(super) fn owns_inbound_spi(&self, spi: u32) -> bool {

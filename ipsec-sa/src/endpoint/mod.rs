@@ -337,6 +337,14 @@ impl Endpoint {
             .find_map(|sa| Some((sa.cky_i, sa.keys.as_ref()?.encryption_key.clone())))
     }
 
+    /// How many ISAKMP SAs (in any state, including closed ones kept for their ESP SAs or
+    /// to absorb stray retransmissions) and ESP SA pairs the endpoint holds, for
+    /// monitoring that state does not grow.
+    pub fn sa_count(&self) -> (usize, usize) {
+        let pairs = self.sas.values().map(|sa| sa.children.len()).sum();
+        (self.sas.len(), pairs)
+    }
+
     /// The phase-1 algorithms negotiated for the tunnel's newest established ISAKMP SA,
     /// for status displays and tests (RFC 2409 section 5: the responder picked one of the
     /// initiator's transforms).
@@ -459,6 +467,30 @@ impl Endpoint {
                     let mut sa = IkeSa::initiate(&mut cx, tunnel, config, false, true);
                     sa.renew_child(&mut cx, config, pair);
                     self.insert(sa);
+                }
+                SaAction::SendEspDelete { inbound } => {
+                    let newest = self
+                        .sas
+                        .iter_mut()
+                        .filter(|(_, sa)| sa.tunnel == tunnel && sa.is_established())
+                        .max_by_key(|(id, _)| **id);
+                    match newest {
+                        Some((_, sa)) => sa.send_esp_delete(&mut cx, inbound),
+                        None => debug!(%tunnel, spi = format_args!("{inbound:08x}"),
+                            "no ISAKMP SA to carry the Delete: the peer's own lifetime of \
+                             the pair ends it (both ends hold the same negotiated lifetime)"),
+                    }
+                }
+                SaAction::PeerDeletedEsp { spi } => {
+                    let found = self
+                        .sas
+                        .iter_mut()
+                        .filter(|(id, sa)| **id != from && sa.tunnel == tunnel)
+                        .any(|(_, sa)| sa.peer_deleted_child(&mut cx, spi));
+                    if !found {
+                        debug!(%tunnel, spi = format_args!("{spi:08x}"),
+                            "ignoring Delete for an SPI no ISAKMP SA holds");
+                    }
                 }
                 SaAction::InitialContact => {
                     for (id, sa) in &mut self.sas {
@@ -672,6 +704,52 @@ impl Endpoint {
                 sa.traffic_seen(now);
             }
         }
+    }
+
+    /// Tells the endpoint that the data plane's pair with `inbound_spi` crossed a soft
+    /// limit on traffic (kilobytes, RFC 2407 section 4.5 SA Life Type 2) or on sequence
+    /// numbers: a replacement is negotiated now, the way the time lifetime's soft limit
+    /// does. Forward `dataplane::Event::SoftLifetime` here. If both ends do so at once,
+    /// the rekey collision ends with one pair (the other is deleted by its initiator).
+    pub fn soft_lifetime_reached(&mut self, inbound_spi: u32, now: Instant) {
+        let mut found = false;
+        for sa in self.sas.values_mut() {
+            found = found || sa.child_soft_limit(inbound_spi);
+        }
+        if !found {
+            debug!(
+                spi = format_args!("{inbound_spi:08x}"),
+                "soft lifetime reported for a pair the endpoint does not hold"
+            );
+        }
+        self.run_actions(now);
+        self.sweep();
+    }
+
+    /// Tells the endpoint that the data plane's pair with `inbound_spi` reached a hard
+    /// limit on traffic: the pair is deleted here (`Event::ChildSaDeleted`) and at the
+    /// peer (Delete, RFC 2408 section 3.15). Forward `dataplane::Event::HardLifetime` here.
+    pub fn hard_lifetime_reached(&mut self, inbound_spi: u32, now: Instant) {
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &mut self.spis,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        let mut found = false;
+        for sa in self.sas.values_mut() {
+            found = found || sa.child_hard_limit(&mut cx, inbound_spi);
+        }
+        if !found {
+            debug!(
+                spi = format_args!("{inbound_spi:08x}"),
+                "hard lifetime reported for a pair the endpoint does not hold"
+            );
+        }
+        self.run_actions(now);
+        self.sweep();
     }
 
     /// Sends Delete for every ESP and ISAKMP SA (RFC 2408 section 3.15) and forgets them.

@@ -907,35 +907,76 @@ impl IkeSa {
             remote_ts = %pair.remote_ts, encapsulation = ?pair.encapsulation,
             cipher = ?pair.inbound.encryption, integrity = ?pair.inbound.integrity,
             "ESP SA pair established");
+
         // A newer pair for the same selectors replaces older ones: they no longer need a
-        // replacement of their own.
-        for old in &self.children {
-            if old.local_ts == pair.local_ts && old.remote_ts == pair.remote_ts {
-                self.timers.stop(Timer::ChildRekey(old.inbound));
+        // replacement of their own. A pair for the same selectors made moments ago by a
+        // Quick Mode in the other direction is a rekey collision instead (both ends
+        // started one at once): both ends keep the same one of the two, the one with the
+        // larger `collision_key`, and the initiator of the other deletes it.
+        let new_key = collision_key(pair.inbound.spi, pair.outbound.spi);
+        let mut new_lost = false;
+        let mut to_delete = None;
+        for old in self.children.iter_mut().filter(|old| {
+            old.local_ts == pair.local_ts && old.remote_ts == pair.remote_ts && !old.superseded
+        }) {
+            let recent = cx.now.saturating_duration_since(old.established_at) < COLLISION_WINDOW;
+            let collision = recent && old.initiated != initiated;
+            if collision && new_key < collision_key(old.inbound, old.outbound) {
+                info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", old.inbound),
+                    dropped = format_args!("{:08x}", pair.inbound.spi),
+                    "rekey collision: keeping the earlier pair");
+                new_lost = true;
+                continue;
             }
+            if collision {
+                info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", pair.inbound.spi),
+                    dropped = format_args!("{:08x}", old.inbound),
+                    "rekey collision: keeping the new pair");
+                if old.initiated {
+                    to_delete = Some(old.inbound);
+                }
+            }
+            old.superseded = true;
+            self.timers.stop(Timer::ChildRekey(old.inbound));
         }
+
         // Rekey before the hard lifetime: the Quick Mode initiator at 90 %, the responder
         // at 95 % so that normally only one side starts the replacement.
         if let Some(secs) = pair.hard_lifetime.seconds {
             let life = Duration::from_secs(secs);
             let fraction = if initiated { 0.90 } else { 0.95 };
-            self.timers.set(
-                Timer::ChildRekey(pair.inbound.spi),
-                after(cx.now, part_of(life, fraction)),
-            );
+            if !new_lost {
+                self.timers.set(
+                    Timer::ChildRekey(pair.inbound.spi),
+                    after(cx.now, part_of(life, fraction)),
+                );
+            }
             self.timers
                 .set(Timer::ChildExpire(pair.inbound.spi), after(cx.now, life));
+        }
+        if new_lost && initiated {
+            to_delete = Some(pair.inbound.spi);
         }
         self.children.push(ChildRecord {
             inbound: pair.inbound.spi,
             outbound: pair.outbound.spi,
             local_ts: pair.local_ts,
             remote_ts: pair.remote_ts,
+            established_at: cx.now,
+            initiated,
+            superseded: new_lost,
         });
         cx.event(Event::ChildSaEstablished {
             tunnel: self.tunnel,
             pair,
         });
+
+        // The loser we initiated goes now; the peer deletes the one it initiated.
+        if let Some(spi) = to_delete {
+            if let Some(pos) = self.children.iter().position(|c| c.inbound == spi) {
+                self.drop_child(cx, pos, true);
+            }
+        }
     }
 
     pub(super) fn retransmit_quick_mode(&mut self, cx: &mut Cx<'_>, m: u32) {
@@ -1065,6 +1106,17 @@ fn lifetime_attributes(secs: Option<u64>, kilobytes: Option<u64>) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Two pairs for the same selectors established this close together, by Quick Modes in
+/// opposite directions, are a rekey collision rather than a renewal (a renewal comes a
+/// large part of a lifetime after the pair it replaces).
+const COLLISION_WINDOW: Duration = Duration::from_secs(30);
+
+/// Orders the pairs of a rekey collision the same way at both ends: each end sees the
+/// same two SPIs of a pair, only swapped between inbound and outbound.
+fn collision_key(inbound: u32, outbound: u32) -> (u32, u32) {
+    (inbound.min(outbound), inbound.max(outbound))
 }
 
 #[cfg(test)]

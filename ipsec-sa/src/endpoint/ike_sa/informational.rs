@@ -184,8 +184,9 @@ impl IkeSa {
                         debug!(
                             tunnel = %self.tunnel,
                             spi = format_args!("{spi:08x}"),
-                            "Delete for an unknown SPI",
+                            "Delete for an SPI this ISAKMP SA does not hold: asking the others",
                         );
+                        self.actions.push(SaAction::PeerDeletedEsp { spi });
                         continue;
                     };
                     info!(
@@ -214,14 +215,14 @@ impl IkeSa {
             return;
         }
         let c = self.children.remove(pos);
-        if send_delete && self.is_established() {
-            let d = DeletePayload {
-                doi: DOI_IPSEC,
-                protocol_id: ProtocolId(PROTO_ESP),
-                spi_size: 4,
-                spis: vec![c.inbound.to_be_bytes().to_vec()],
-            };
-            self.send_informational(cx, &[Payload::Delete(d)]);
+        if send_delete {
+            if self.is_established() {
+                self.send_esp_delete(cx, c.inbound);
+            } else {
+                // This ISAKMP SA has ended; the endpoint sends the Delete under a newer one.
+                self.actions
+                    .push(SaAction::SendEspDelete { inbound: c.inbound });
+            }
         }
         self.timers.stop(Timer::ChildRekey(c.inbound));
         self.timers.stop(Timer::ChildExpire(c.inbound));
@@ -231,6 +232,67 @@ impl IkeSa {
             inbound_spi: c.inbound,
             outbound_spi: c.outbound,
         });
+    }
+
+    /// Sends a Delete naming our inbound SPI of an ESP SA pair (RFC 2408 section 3.15).
+    pub(in crate::endpoint) fn send_esp_delete(&mut self, cx: &mut Cx<'_>, inbound: u32) {
+        debug!(tunnel = %self.tunnel, spi = format_args!("{inbound:08x}"),
+            "sending Delete for an ESP SA pair");
+        let d = DeletePayload {
+            doi: DOI_IPSEC,
+            protocol_id: ProtocolId(PROTO_ESP),
+            spi_size: 4,
+            spis: vec![inbound.to_be_bytes().to_vec()],
+        };
+        self.send_informational(cx, &[Payload::Delete(d)]);
+    }
+
+    /// Forgets the pair that has `spi` as either SPI, if this SA holds it (the peer
+    /// deleted it). Returns whether it did.
+    pub(in crate::endpoint) fn peer_deleted_child(&mut self, cx: &mut Cx<'_>, spi: u32) -> bool {
+        let Some(pos) = self
+            .children
+            .iter()
+            .position(|c| c.outbound == spi || c.inbound == spi)
+        else {
+            return false;
+        };
+        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+            "peer deleted an ESP SA pair made under an earlier ISAKMP SA");
+        self.drop_child(cx, pos, false);
+        true
+    }
+
+    /// The data plane reports that the pair with inbound SPI `spi` crossed its soft
+    /// traffic limit: negotiate a replacement now, unless one exists. Returns whether
+    /// this SA holds the pair.
+    pub(in crate::endpoint) fn child_soft_limit(&mut self, spi: u32) -> bool {
+        let Some(c) = self.children.iter().find(|c| c.inbound == spi) else {
+            return false;
+        };
+        if c.superseded {
+            debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+                "soft traffic limit of a pair already replaced: nothing to do");
+            return true;
+        }
+        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+            "ESP SA pair nears its traffic lifetime: negotiating a replacement");
+        let selectors = (c.local_ts, c.remote_ts);
+        self.timers.stop(Timer::ChildRekey(spi));
+        self.actions.push(SaAction::RenewChild(selectors));
+        true
+    }
+
+    /// The data plane reports that the pair with inbound SPI `spi` reached its hard
+    /// traffic limit: delete it here and at the peer. Returns whether this SA held it.
+    pub(in crate::endpoint) fn child_hard_limit(&mut self, cx: &mut Cx<'_>, spi: u32) -> bool {
+        let Some(pos) = self.children.iter().position(|c| c.inbound == spi) else {
+            return false;
+        };
+        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+            "ESP SA pair reached its traffic lifetime");
+        self.drop_child(cx, pos, true);
+        true
     }
 
     /// The ISAKMP SA's lifetime ended: tell the peer and stop, leaving the ESP SAs to
