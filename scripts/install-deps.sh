@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins tshark nftables
-      iputils-ping iproute2 iperf3 procps)
+      iputils-ping iproute2 iperf3 procps jq)
 
 missing=()
 for p in "${PKGS[@]}"; do
