@@ -298,6 +298,64 @@ fn reproduces_rfc3602_case7_ciphertext() {
     assert_eq!(&buf[sealed.packet][..expected.len()], &expected[..]);
 }
 
+/// RFC 3602 section 4, case 6 (transport mode, ICMP, sequence number 8: the padding is
+/// only two bytes).
+#[test]
+fn reproduces_rfc3602_case6_ciphertext() {
+    let mut k = keys(0x4321, Enc::AesCbc128, Integ::HmacSha1_96, 0);
+    k.encryption_key = SecretBytes::new(hx("90d382b4 10eeba7a d938c46c ec1a82bf"));
+    let mut sa = OutboundSa::new(&k).unwrap();
+    let payload = hx("0800b5e8 a80a0500 a69c083d 0b660e00 77777777 77777777 77777777");
+    let mut buf = vec![0u8; 24 + payload.len() + 64];
+    let mut iv = FixedRng(hx("69d08df7 d203329d b093fc49 24e5bd80"));
+    // Sequence numbers 1 to 7 go to throwaway packets.
+    for _ in 1..8 {
+        buf[24..24 + payload.len()].copy_from_slice(&payload);
+        sa.seal(&mut buf, 24..24 + payload.len(), 1, &mut iv)
+            .unwrap();
+    }
+    buf[24..24 + payload.len()].copy_from_slice(&payload);
+    let sealed = sa
+        .seal(&mut buf, 24..24 + payload.len(), 1, &mut iv)
+        .unwrap();
+    assert_eq!(sealed.sequence, 8);
+    let expected = hx("00004321 00000008 69d08df7 d203329d b093fc49 24e5bd80
+        f5199588 1ec4e0c4 488987ce 742e8109 689bb379 d2d750c0 d915dca3 46a89f75");
+    let packet = &buf[sealed.packet];
+    assert_eq!(packet.len(), expected.len() + 12);
+    assert_eq!(&packet[..expected.len()], &expected[..]);
+}
+
+/// RFC 3602 section 4, case 8 (tunnel mode, sequence number 5, 68-byte inner packet).
+#[test]
+fn reproduces_rfc3602_case8_ciphertext() {
+    let mut k = keys(0x8765, Enc::AesCbc128, Integ::HmacSha1_96, 0);
+    k.encryption_key = SecretBytes::new(hx("01234567 89abcdef 01234567 89abcdef"));
+    let mut sa = OutboundSa::new(&k).unwrap();
+    let inner = hx(
+        "45000044 090c0000 4001f990 c0a87b03 c0a87bc8 0800d63c aa0a0200 c69c083d
+        a3de0300 ffffffff ffffffff ffffffff ffffffff ffffffff ffffffff ffffffff
+        ffffffff",
+    );
+    let mut iv = FixedRng(hx("85d47224 b5f3dd5d 2101d4ea 8dffab22"));
+    let mut buf = vec![0u8; 24 + inner.len() + 64];
+    // Sequence numbers 1 to 4 go to throwaway packets.
+    for _ in 1..5 {
+        buf[24..24 + inner.len()].copy_from_slice(&inner);
+        sa.seal(&mut buf, 24..24 + inner.len(), 4, &mut iv).unwrap();
+    }
+    buf[24..24 + inner.len()].copy_from_slice(&inner);
+    let sealed = sa.seal(&mut buf, 24..24 + inner.len(), 4, &mut iv).unwrap();
+    assert_eq!(sealed.sequence, 5);
+    let expected = hx("00008765 00000005 85d47224 b5f3dd5d 2101d4ea 8dffab22
+        15b92683 819596a8 047232cc 00f7048f e45318e1 1f8a0f62 ede3c3fc 61203bb5
+        0f980a08 c9843fd3 a1b06d5c 07ff9639 b7eb7dfb 3512e5de 435e7207 ed971ef3
+        d2726d9b 5ef6affc 6d17a0de cbb13892");
+    let packet = &buf[sealed.packet];
+    assert_eq!(packet.len(), expected.len() + 12);
+    assert_eq!(&packet[..expected.len()], &expected[..]);
+}
+
 /// Builds an ESP packet by hand with the given plaintext (payload and trailer already in
 /// it), so that tests can produce packets with a valid ICV but wrong contents.
 fn craft(k: &EspSaKeys, sequence: u32, plaintext: &[u8]) -> Vec<u8> {
