@@ -1663,3 +1663,135 @@ fn dpd_recovers_from_a_peer_that_restarted_without_initiating() {
     assert!(usable_pair(&net));
     assert_eq!(net.left.ep.sa_count().1, 1);
 }
+
+/// Follows one side's pairs from its events without rescanning the whole log.
+#[derive(Default)]
+struct PairTracker {
+    seen: usize,
+    live: Vec<(u32, u32)>,
+    established: usize,
+    deleted: usize,
+}
+
+impl PairTracker {
+    fn update(&mut self, events: &[Event]) {
+        for e in &events[self.seen..] {
+            match e {
+                Event::ChildSaEstablished { pair, .. } => {
+                    self.established += 1;
+                    self.live.push((pair.inbound.spi, pair.outbound.spi));
+                }
+                Event::ChildSaDeleted { inbound_spi, .. } => {
+                    self.deleted += 1;
+                    self.live.retain(|p| p.0 != *inbound_spi);
+                }
+                other => assert!(
+                    !matches!(other, Event::Failed { .. } | Event::PeerDead { .. }),
+                    "{other:?}"
+                ),
+            }
+        }
+        self.seen = events.len();
+    }
+}
+
+/// A full day of SA life with short lifetimes (phase 1: 10 min, phase 2: 2 min), DPD on
+/// both sides, and a traffic model: ESP flows both ways every second on the newest pair
+/// (reported to DPD), one side's data plane reports the soft kilobyte limit every 7
+/// minutes (alternating sides), and both at once every 47 minutes (rekey collisions).
+/// Checked every virtual second: both ends hold a common pair. At the end: no failure,
+/// every rekey came before expiry, and the SA tables are back to one ISAKMP SA and one
+/// pair per end once the forced rekeys stop. Phase 2 runs without PFS so the ~1,000 Quick
+/// Modes cost hashing only.
+#[test]
+fn a_full_day_of_rekeys_never_leaves_the_tunnel_without_a_pair() {
+    const DAY: u64 = 24 * 3_600;
+    let (mut l, mut r) = tunnels("k", "k");
+    for t in [&mut l, &mut r] {
+        t.phase1.lifetime = Duration::from_secs(600);
+        t.phase2.lifetime = Duration::from_secs(120);
+        t.phase2.pfs_group = None;
+        t.phase2.lifetime_kilobytes = Some(50_000);
+        t.dpd = Some(DpdConfig {
+            delay: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
+            action: DpdAction::Restart,
+        });
+    }
+    let mut net = Net::new(l, r, 34);
+    net.initiate();
+    net.run_for(Duration::from_secs(2));
+    let (mut lt, mut rt) = (PairTracker::default(), PairTracker::default());
+    let mut max_counts = ((0, 0), (0, 0));
+
+    for second in 3..=DAY {
+        net.run_for(Duration::from_secs(second));
+        lt.update(&net.left.events);
+        rt.update(&net.right.events);
+        assert!(
+            lt.live.iter().any(|(i, o)| rt.live.contains(&(*o, *i))),
+            "no common pair at {second} s: left {:?} right {:?}",
+            lt.live,
+            rt.live
+        );
+
+        // ESP both ways on the newest pair.
+        let now = net.now;
+        let (l_new, r_new) = (*lt.live.last().unwrap(), *rt.live.last().unwrap());
+        net.left.ep.traffic_seen(l_new.0, now);
+        net.right.ep.traffic_seen(r_new.0, now);
+        if second % 420 == 0 {
+            if (second / 420) % 2 == 0 {
+                net.left.ep.soft_lifetime_reached(l_new.0, now);
+            } else {
+                net.right.ep.soft_lifetime_reached(r_new.0, now);
+            }
+        }
+        if second % 2_820 == 0 {
+            net.left.ep.soft_lifetime_reached(l_new.0, now);
+            net.right.ep.soft_lifetime_reached(r_new.0, now);
+        }
+        let (lc, rc) = (net.left.ep.sa_count(), net.right.ep.sa_count());
+        max_counts.0 = (max_counts.0 .0.max(lc.0), max_counts.0 .1.max(lc.1));
+        max_counts.1 = (max_counts.1 .0.max(rc.0), max_counts.1 .1.max(rc.1));
+    }
+    // Phase 1: the first at 0 s, then a renewal every 540 s (90 % of 600 s), the last
+    // just after the day ends.
+    for events in [&net.left.events, &net.right.events] {
+        assert_eq!(
+            count(events, |e| matches!(e, Event::Phase1Established { .. })),
+            160
+        );
+    }
+    // Phase 2: a renewal at least every 108 s (90 % of 120 s) plus the forced ones, each
+    // pair deleted once; both ends agree on every pair.
+    assert_eq!(lt.established, rt.established);
+    assert!(
+        lt.established >= 800 && lt.established <= 1_100,
+        "{}",
+        lt.established
+    );
+    assert_eq!(lt.established - lt.deleted, lt.live.len());
+    // At most: the current pair, the one it replaced (until its hard lifetime), and the
+    // two of a collision; the closed ISAKMP SA lingers while its last pair lives.
+    assert_eq!(max_counts, ((2, 4), (2, 4)));
+
+    // One more phase-1 lifetime with traffic but no forced rekeys: the tables settle.
+    for second in DAY + 1..=DAY + 600 {
+        net.run_for(Duration::from_secs(second));
+        lt.update(&net.left.events);
+        rt.update(&net.right.events);
+        assert!(lt.live.iter().any(|(i, o)| rt.live.contains(&(*o, *i))));
+        let now = net.now;
+        let (l_new, r_new) = (*lt.live.last().unwrap(), *rt.live.last().unwrap());
+        net.left.ep.traffic_seen(l_new.0, now);
+        net.right.ep.traffic_seen(r_new.0, now);
+    }
+    // Back to the steady state: the current pair and the one it replaces, the same at
+    // both ends and the same as the endpoints count.
+    assert_eq!(lt.live.len(), 2);
+    assert_eq!(rt.live.len(), 2);
+    assert_eq!(net.left.ep.sa_count().1, 2);
+    assert_eq!(net.right.ep.sa_count().1, 2);
+    assert!(net.left.ep.sa_count().0 <= 2 && net.right.ep.sa_count().0 <= 2);
+}

@@ -207,6 +207,8 @@ pub(super) struct ChildRecord {
     pub(super) established_at: Instant,
     /// We were the Quick Mode initiator.
     pub(super) initiated: bool,
+    /// When its time lifetime asks for a replacement.
+    pub(super) rekey_at: Option<Instant>,
     /// A newer pair for the same selectors exists, or this one lost a rekey collision:
     /// it gets no replacement of its own and ends at its hard lifetime or by Delete.
     pub(super) superseded: bool,

@@ -13,7 +13,7 @@
     reason = "a rejected transition hands its state back by value, once per message"
 )]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipsec_crypto::ikev1;
 use ipsec_crypto::{DhPrivateKey, SecretBytes};
@@ -44,6 +44,8 @@ pub(super) struct ExpectQm2 {
     /// Bodies of the IDci and IDcr we sent, which the responder must echo.
     id_bodies: [Vec<u8>; 2],
     encapsulation: u16,
+    /// When QM1 went out, to recognise a rekey collision.
+    started: Instant,
 }
 
 /// Responder, QM2 sent; the SA pair is ready to install once QM3 proves the initiator
@@ -52,6 +54,8 @@ pub(super) struct ExpectQm3 {
     ni_b: Vec<u8>,
     nr_b: Vec<u8>,
     pair: ChildSaPair,
+    /// When QM1 arrived, to recognise a rekey collision.
+    started: Instant,
 }
 
 enum QmState {
@@ -239,6 +243,7 @@ impl IkeSa {
                 remote_ts,
                 id_bodies,
                 encapsulation,
+                started: cx.now,
             }),
             last_in: None,
             last_out: None,
@@ -548,7 +553,7 @@ impl IkeSa {
         );
         let t = self.qm_transmit(bytes);
         cx.transmits.push_back(t.clone());
-        self.report_child(cx, pair, true);
+        self.report_child(cx, pair, true, s.started);
         Ok((QmState::Done, Some(t)))
     }
 
@@ -790,7 +795,15 @@ impl IkeSa {
             .map_err(|e| Rejected::Ignore(format!("cannot encrypt QM2: {e}")))?;
         let t = self.qm_transmit(bytes);
         cx.transmits.push_back(t.clone());
-        Ok((ExpectQm3 { ni_b, nr_b, pair }, t))
+        Ok((
+            ExpectQm3 {
+                ni_b,
+                nr_b,
+                pair,
+                started: cx.now,
+            },
+            t,
+        ))
     }
 
     /// QM3: verify HASH(3) and install.
@@ -825,7 +838,7 @@ impl IkeSa {
             }
         }
         keys.commit_iv(m, next_iv);
-        self.report_child(cx, s.pair, false);
+        self.report_child(cx, s.pair, false, s.started);
         Ok((QmState::Done, None))
     }
 
@@ -901,7 +914,13 @@ impl IkeSa {
         }
     }
 
-    fn report_child(&mut self, cx: &mut Cx<'_>, pair: ChildSaPair, initiated: bool) {
+    fn report_child(
+        &mut self,
+        cx: &mut Cx<'_>,
+        pair: ChildSaPair,
+        initiated: bool,
+        started: Instant,
+    ) {
         info!(tunnel = %self.tunnel, inbound_spi = format_args!("{:08x}", pair.inbound.spi),
             outbound_spi = format_args!("{:08x}", pair.outbound.spi), local_ts = %pair.local_ts,
             remote_ts = %pair.remote_ts, encapsulation = ?pair.encapsulation,
@@ -909,18 +928,18 @@ impl IkeSa {
             "ESP SA pair established");
 
         // A newer pair for the same selectors replaces older ones: they no longer need a
-        // replacement of their own. A pair for the same selectors made moments ago by a
-        // Quick Mode in the other direction is a rekey collision instead (both ends
-        // started one at once): both ends keep the same one of the two, the one with the
-        // larger `collision_key`, and the initiator of the other deletes it.
+        // replacement of their own. A pair for the same selectors that a Quick Mode in
+        // the other direction established while this one ran is a rekey collision
+        // instead (both ends started one at once): both ends keep the same one of the
+        // two, the one with the larger `collision_key`, and the initiator of the other
+        // deletes it.
         let new_key = collision_key(pair.inbound.spi, pair.outbound.spi);
         let mut new_lost = false;
         let mut to_delete = None;
         for old in self.children.iter_mut().filter(|old| {
             old.local_ts == pair.local_ts && old.remote_ts == pair.remote_ts && !old.superseded
         }) {
-            let recent = cx.now.saturating_duration_since(old.established_at) < COLLISION_WINDOW;
-            let collision = recent && old.initiated != initiated;
+            let collision = old.established_at >= started && old.initiated != initiated;
             if collision && new_key < collision_key(old.inbound, old.outbound) {
                 info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", old.inbound),
                     dropped = format_args!("{:08x}", pair.inbound.spi),
@@ -942,14 +961,14 @@ impl IkeSa {
 
         // Rekey before the hard lifetime: the Quick Mode initiator at 90 %, the responder
         // at 95 % so that normally only one side starts the replacement.
+        let mut rekey_at = None;
         if let Some(secs) = pair.hard_lifetime.seconds {
             let life = Duration::from_secs(secs);
             let fraction = if initiated { 0.90 } else { 0.95 };
+            let at = after(cx.now, part_of(life, fraction));
+            rekey_at = Some(at);
             if !new_lost {
-                self.timers.set(
-                    Timer::ChildRekey(pair.inbound.spi),
-                    after(cx.now, part_of(life, fraction)),
-                );
+                self.timers.set(Timer::ChildRekey(pair.inbound.spi), at);
             }
             self.timers
                 .set(Timer::ChildExpire(pair.inbound.spi), after(cx.now, life));
@@ -964,6 +983,7 @@ impl IkeSa {
             remote_ts: pair.remote_ts,
             established_at: cx.now,
             initiated,
+            rekey_at,
             superseded: new_lost,
         });
         cx.event(Event::ChildSaEstablished {
@@ -1107,11 +1127,6 @@ fn lifetime_attributes(secs: Option<u64>, kilobytes: Option<u64>) -> Vec<u8> {
     }
     out
 }
-
-/// Two pairs for the same selectors established this close together, by Quick Modes in
-/// opposite directions, are a rekey collision rather than a renewal (a renewal comes a
-/// large part of a lifetime after the pair it replaces).
-const COLLISION_WINDOW: Duration = Duration::from_secs(30);
 
 /// Orders the pairs of a rekey collision the same way at both ends: each end sees the
 /// same two SPIs of a pair, only swapped between inbound and outbound.

@@ -195,6 +195,7 @@ impl IkeSa {
                         "peer deleted an ESP SA pair",
                     );
                     self.drop_child(cx, pos, false);
+                    self.revive_replaced(cx);
                 }
             }
             p => {
@@ -260,7 +261,42 @@ impl IkeSa {
         info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
             "peer deleted an ESP SA pair made under an earlier ISAKMP SA");
         self.drop_child(cx, pos, false);
+        self.revive_replaced(cx);
         true
+    }
+
+    /// After the peer deleted a pair: if every pair left for its selectors counts as
+    /// replaced, the newest of them is the current one again and gets its replacement
+    /// timer back. This happens when the two ends judged a rekey collision differently
+    /// (messages reordered so that one end saw a renewal): without it, no one would
+    /// renew the survivor.
+    fn revive_replaced(&mut self, cx: &mut Cx<'_>) {
+        let mut revived: Vec<Selectors> = Vec::new();
+        for i in (0..self.children.len()).rev() {
+            let Some(c) = self.children.get(i).copied() else {
+                continue;
+            };
+            let selectors = (c.local_ts, c.remote_ts);
+            let mut siblings = self
+                .children
+                .iter()
+                .filter(|o| (o.local_ts, o.remote_ts) == selectors);
+            let all_replaced = siblings.clone().all(|o| o.superseded);
+            let newest = siblings.all(|o| o.established_at <= c.established_at);
+            if !all_replaced || !newest || revived.contains(&selectors) {
+                continue;
+            }
+            revived.push(selectors);
+            debug!(tunnel = %self.tunnel, spi = format_args!("{:08x}", c.inbound),
+                "the pair the peer deleted had replaced this one: it is current again");
+            if let Some(r) = self.children.get_mut(i) {
+                r.superseded = false;
+            }
+            if let Some(at) = c.rekey_at {
+                self.timers
+                    .set(Timer::ChildRekey(c.inbound), at.max(cx.now));
+            }
+        }
     }
 
     /// The data plane reports that the pair with inbound SPI `spi` crossed its soft
