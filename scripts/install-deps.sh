@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins tshark nftables
-      iputils-ping iproute2 iperf3 procps jq)
+      iputils-ping iproute2 iperf3 procps jq python3)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -17,3 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)" >&2; exit 1; }
+
+# libreswan (pluto) for the interop matrix: its package conflicts with strongSwan's, so it is
+# unpacked, not installed (scripts/matrix.sh libreswan-install: apt-get download + dpkg-deb -x
+# into /opt/libreswan-deb, and apt-get install of its libraries). Idempotent.
+"$(dirname "$0")/matrix.sh" libreswan-install
