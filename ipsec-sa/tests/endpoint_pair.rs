@@ -1795,3 +1795,51 @@ fn a_full_day_of_rekeys_never_leaves_the_tunnel_without_a_pair() {
     assert_eq!(net.right.ep.sa_count().1, 2);
     assert!(net.left.ep.sa_count().0 <= 2 && net.right.ep.sa_count().0 <= 2);
 }
+
+#[test]
+fn commit_bit_holds_the_pair_until_connected_even_when_connected_is_lost() {
+    let (mut l, r) = tunnels("k", "k");
+    l.phase2.commit = true;
+    let mut net = Net::new(l, r, 35);
+    // The right side's datagrams: MM2, MM4, MM6, QM2, CONNECTED. The first CONNECTED is
+    // lost.
+    let mut from_right = 0;
+    net.filter = Box::new(move |_, side, d| {
+        if side == Side::Right {
+            from_right += 1;
+            if from_right == 5 {
+                return vec![];
+            }
+        }
+        vec![d.to_vec()]
+    });
+    net.initiate();
+    net.run_for(Duration::from_millis(500));
+
+    // QM1 carries the commit bit beside the encryption bit; the responder installed its
+    // pair at QM3 and confirmed with an Informational; the initiator still waits.
+    let qm1 = &net.left.sent[3].3;
+    assert_eq!((qm1[18], qm1[19]), (32, 0x03));
+    assert_eq!(
+        net.right.sent[4].3[18], 5,
+        "CONNECTED travels in an Informational"
+    );
+    assert_eq!(children(&net.left.events).len(), 0);
+    assert_eq!(children(&net.right.events).len(), 1);
+    assert_eq!(
+        net.left.ep.tunnel_state(net.left.tunnel),
+        TunnelState::Phase1Up {
+            child_sas: 0,
+            quick_modes_in_progress: 1
+        }
+    );
+
+    // QM3 is resent, the responder answers it with CONNECTED again, the pair is ready.
+    net.run_for(Duration::from_secs(10));
+    established(&net);
+    assert_eq!(net.left.sent.len(), 6, "MM1, MM3, MM5, QM1, QM3 twice");
+    assert_eq!(net.left.sent[4].3, net.left.sent[5].3);
+    assert_eq!(net.right.sent.len(), 6);
+    assert_eq!(net.right.sent[5].3[18], 5);
+    assert!(failures(&net.left.events).is_empty());
+}

@@ -177,6 +177,11 @@ pub struct Phase2Config {
     /// forwards to `Endpoint::soft_lifetime_reached` (rekey) and
     /// `Endpoint::hard_lifetime_reached` (delete).
     pub lifetime_kilobytes: Option<u64>,
+    /// Set the commit bit in our QM1 (RFC 2408 section 3.1): the responder then confirms
+    /// QM3 with a CONNECTED notification and we report the pair only once it arrives, so
+    /// the data plane never sends on a pair the peer has not installed. We honour the
+    /// bit when the peer sets it, whatever this says.
+    pub commit: bool,
 }
 
 impl Default for Phase2Config {
@@ -186,6 +191,7 @@ impl Default for Phase2Config {
             pfs_group: Some(DhGroup::Modp2048),
             lifetime: Duration::from_secs(3_600),
             lifetime_kilobytes: None,
+            commit: false,
         }
     }
 }

@@ -22,6 +22,9 @@ pub(crate) mod notify {
     pub(crate) const AUTHENTICATION_FAILED: u16 = 24;
     /// Error types are 1..=8191 (RFC 2408 section 3.14.1); status types above.
     pub(crate) const LAST_ERROR: u16 = 8191;
+    /// The Quick Mode responder saw QM3 of an exchange with the commit bit (RFC 2408
+    /// section 3.1, section 3.14.1 status types).
+    pub(crate) const CONNECTED: u16 = 16384;
     pub(crate) const RESPONDER_LIFETIME: u16 = 24576;
     pub(crate) const INITIAL_CONTACT: u16 = 24578;
     pub(crate) const R_U_THERE: u16 = 36136;

@@ -479,15 +479,25 @@ impl IkeSa {
     /// Sends a protected Informational exchange (RFC 2409 section 5.7):
     /// HDR*, HASH(1), N/D with HASH(1) = prf(SKEYID_a, M-ID | N/D).
     pub(super) fn send_informational(&mut self, cx: &mut Cx<'_>, payloads: &[Payload]) {
+        if let Some(t) = self.informational_transmit(cx, payloads) {
+            cx.transmits.push_back(t);
+        }
+    }
+
+    /// Builds the message [`Self::send_informational`] sends, for a caller that keeps it
+    /// to send again.
+    pub(super) fn informational_transmit(
+        &mut self,
+        cx: &mut Cx<'_>,
+        payloads: &[Payload],
+    ) -> Option<Transmit> {
         let message_id = loop {
             let m = u32::from_be_bytes(cx.random());
             if m != 0 && !self.quick_modes.iter().any(|q| q.message_id == m) {
                 break m;
             }
         };
-        let Some(keys) = &mut self.keys else {
-            return;
-        };
+        let keys = self.keys.as_mut()?;
         let chain = HashedChain::new(payloads);
         let hash = ikev1::informational_hash(keys.prf, &keys.skeyid_a, message_id, &chain.rest);
         let sealed = keys.seal(
@@ -500,8 +510,11 @@ impl IkeSa {
             true,
         );
         match sealed {
-            Ok(bytes) => cx.transmits.push_back(self.transmit(bytes)),
-            Err(error) => warn!(%error, "cannot encrypt informational message"),
+            Ok(bytes) => Some(self.transmit(bytes)),
+            Err(error) => {
+                warn!(%error, "cannot encrypt informational message");
+                None
+            }
         }
     }
 

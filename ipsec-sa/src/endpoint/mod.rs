@@ -12,8 +12,32 @@
 //! float to UDP 4500 and NAT-keepalives (RFC 3948), Quick Mode with or without PFS,
 //! RESPONDER-LIFETIME, Delete in both directions, INITIAL-CONTACT, dead peer detection
 //! (RFC 3706: answering and probing), retransmission with back-off, ESP SA rekeying
-//! before expiry and ISAKMP SA renewal. Not supported: certificates and signatures,
-//! XAUTH/mode config, IPv6 outer addresses have had no interop test, commit bit.
+//! before expiry (by time, and by traffic when the caller forwards the data plane's
+//! limits to [`Endpoint::soft_lifetime_reached`] / [`Endpoint::hard_lifetime_reached`]),
+//! rekey collisions (both ends keep the same pair), ISAKMP SA renewal, and the commit bit
+//! with CONNECTED (RFC 2408 section 3.1; sent as a protected Informational naming the
+//! responder's inbound SPI). Not supported: certificates and signatures, XAUTH/mode
+//! config; IPv6 outer addresses have had no interop test.
+//!
+//! # Lifetimes of ESP SAs and their ISAKMP SA
+//!
+//! An ESP SA pair outlives the ISAKMP SA that negotiated it (RFC 2409 section 5.5 makes
+//! no link between their lifetimes, and peers such as strongSwan keep them too): it
+//! ends at its own lifetime, when it is replaced, or when the peer deletes it. Its
+//! Delete then travels under the tunnel's newest established ISAKMP SA, and a Delete
+//! the peer sends under a newer ISAKMP SA finds the pair under the older one. If no
+//! ISAKMP SA is left at that moment, no Delete is sent: both ends hold the same
+//! negotiated lifetime, so the peer's own timer ends its copy at the same time.
+//!
+//! # One tunnel per peer address
+//!
+//! [`Endpoint::add_tunnel`] refuses a second tunnel to the same peer IP. As responder
+//! the only thing that names the tunnel in Main Mode's first message is the peer's
+//! address (its identity arrives encrypted in MM5, after SKEYID was derived with one
+//! tunnel's pre-shared key, RFC 2409 section 5.4), so two tunnels would need the same
+//! key and a policy switch after MM5; Aggressive Mode sends IDii in the clear and
+//! could choose by identity. Neither is implemented: configure one tunnel with several
+//! local and remote subnets instead (one ESP pair per combination).
 //!
 //! # Driving it
 //!

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ipsec_crypto::ikev1;
 use ipsec_crypto::{DhPrivateKey, SecretBytes};
 use ipsec_proto::isakmp::{
-    Message, NotifyPayload, NotifyType, Payload, PayloadType, ProtocolId, DOI_IPSEC,
+    Flags, Message, NotifyPayload, NotifyType, Payload, PayloadType, ProtocolId, DOI_IPSEC,
 };
 use tracing::{debug, info, warn};
 
@@ -56,11 +56,21 @@ pub(super) struct ExpectQm3 {
     pair: ChildSaPair,
     /// When QM1 arrived, to recognise a rekey collision.
     started: Instant,
+    /// The initiator set the commit bit: confirm QM3 with CONNECTED.
+    commit: bool,
+}
+
+/// Initiator, QM3 sent with the commit bit in force: the pair is reported once the
+/// responder's CONNECTED arrives (RFC 2408 section 3.1).
+pub(super) struct ExpectConnected {
+    pair: ChildSaPair,
+    started: Instant,
 }
 
 enum QmState {
     ExpectQm2(ExpectQm2),
     ExpectQm3(ExpectQm3),
+    ExpectConnected(ExpectConnected),
     /// Finished; kept to answer retransmissions.
     Done,
     /// Abandoned; kept to absorb retransmissions.
@@ -72,6 +82,7 @@ impl QmState {
         match self {
             Self::ExpectQm2(_) => "ExpectQm2",
             Self::ExpectQm3(_) => "ExpectQm3",
+            Self::ExpectConnected(_) => "ExpectConnected",
             Self::Done => "Done",
             Self::Failed => "Failed",
         }
@@ -93,6 +104,7 @@ impl QuickMode {
         match &self.state {
             QmState::ExpectQm2(s) => Some(s.inbound_spi),
             QmState::ExpectQm3(s) => Some(s.pair.inbound.spi),
+            QmState::ExpectConnected(s) => Some(s.pair.inbound.spi),
             QmState::Done | QmState::Failed => None,
         }
     }
@@ -141,7 +153,12 @@ impl IkeSa {
     pub(super) fn quick_modes_in_progress(&self) -> usize {
         self.quick_modes
             .iter()
-            .filter(|q| matches!(q.state, QmState::ExpectQm2(_) | QmState::ExpectQm3(_)))
+            .filter(|q| {
+                matches!(
+                    q.state,
+                    QmState::ExpectQm2(_) | QmState::ExpectQm3(_) | QmState::ExpectConnected(_)
+                )
+            })
             .count()
     }
 
@@ -158,6 +175,7 @@ impl IkeSa {
     pub(super) fn negotiating_pair(&self, pair: Selectors) -> bool {
         self.quick_modes.iter().any(|q| match &q.state {
             QmState::ExpectQm2(s) => (s.local_ts, s.remote_ts) == pair,
+            QmState::ExpectConnected(s) => (s.pair.local_ts, s.pair.remote_ts) == pair,
             _ => false,
         })
     }
@@ -223,8 +241,15 @@ impl IkeSa {
                 return;
             }
         };
+        let mut bytes = bytes;
+        if p2.commit {
+            // The flags are outside HASH(1) and the encryption (RFC 2408 section 3.1).
+            if let Some(flags) = bytes.get_mut(FLAGS_OFFSET) {
+                *flags |= Flags::COMMIT.0;
+            }
+        }
         info!(tunnel = %self.tunnel, message_id = format_args!("{message_id:08x}"),
-            local_ts = %local_ts, remote_ts = %remote_ts, encapsulation,
+            commit = p2.commit, local_ts = %local_ts, remote_ts = %remote_ts, encapsulation,
             inbound_spi = format_args!("{inbound_spi:08x}"), "starting Quick Mode");
 
         let t = self.qm_transmit(bytes);
@@ -322,12 +347,24 @@ impl IkeSa {
         };
         match result {
             Ok((next, answer)) => {
+                let awaiting_connected = matches!(next, QmState::ExpectConnected(_));
                 qm.last_in = Some(datagram.to_vec());
-                qm.last_out = answer;
                 qm.retransmission = None;
+                if awaiting_connected {
+                    // QM3 is now the request: resent until CONNECTED answers it.
+                    qm.retransmission = answer
+                        .clone()
+                        .map(|transmit| Retransmission { transmit, sent: 1 });
+                }
+                qm.last_out = answer;
                 qm.set_state_from(from, next);
                 self.timers.stop(Timer::QuickModeRetransmit(m));
-                self.timers.set(Timer::QuickModeLinger(m), linger);
+                if awaiting_connected {
+                    let wait = after(cx.now, cx.config.retransmit.interval(1));
+                    self.timers.set(Timer::QuickModeRetransmit(m), wait);
+                } else {
+                    self.timers.set(Timer::QuickModeLinger(m), linger);
+                }
                 if let Some(keys) = &mut self.keys {
                     keys.forget(m);
                 }
@@ -553,6 +590,17 @@ impl IkeSa {
         );
         let t = self.qm_transmit(bytes);
         cx.transmits.push_back(t.clone());
+        // The commit bit, ours in QM1 or the responder's in QM2 (RFC 2408 section 3.1):
+        // the pair waits for the responder's CONNECTED.
+        if config.phase2.commit || msg.header.flags.contains(Flags::COMMIT) {
+            debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"),
+                "commit bit set: the pair waits for CONNECTED");
+            let started = s.started;
+            return Ok((
+                QmState::ExpectConnected(ExpectConnected { pair, started }),
+                Some(t),
+            ));
+        }
         self.report_child(cx, pair, true, s.started);
         Ok((QmState::Done, Some(t)))
     }
@@ -801,6 +849,7 @@ impl IkeSa {
                 nr_b,
                 pair,
                 started: cx.now,
+                commit: msg.header.flags.contains(Flags::COMMIT),
             },
             t,
         ))
@@ -838,8 +887,27 @@ impl IkeSa {
             }
         }
         keys.commit_iv(m, next_iv);
+        let inbound = s.pair.inbound.spi;
         self.report_child(cx, s.pair, false, s.started);
-        Ok((QmState::Done, None))
+        if !s.commit {
+            return Ok((QmState::Done, None));
+        }
+        // RFC 2408 section 3.1: the initiator set the commit bit and waits for our
+        // CONNECTED, sent again for each retransmitted QM3.
+        debug!(tunnel = %self.tunnel, message_id = format_args!("{m:08x}"),
+            "commit bit set: confirming QM3 with CONNECTED");
+        let n = NotifyPayload {
+            doi: DOI_IPSEC,
+            protocol_id: ProtocolId(PROTO_ESP),
+            notify_type: NotifyType(notify::CONNECTED),
+            spi: inbound.to_be_bytes().to_vec(),
+            data: Vec::new(),
+        };
+        let t = self.informational_transmit(cx, &[Payload::Notification(n)]);
+        if let Some(t) = &t {
+            cx.transmits.push_back(t.clone());
+        }
+        Ok((QmState::Done, t))
     }
 
     /// KEYMAT for both directions (RFC 2409 section 5.5), split into cipher and integrity
@@ -999,6 +1067,33 @@ impl IkeSa {
         }
     }
 
+    /// The responder's CONNECTED (RFC 2408 section 3.1) for a Quick Mode of ours with the
+    /// commit bit: the pair it names (by either SPI; the first waiting one if it names
+    /// none) is ready. Returns whether one was waiting.
+    pub(super) fn on_connected(&mut self, cx: &mut Cx<'_>, spi: &[u8]) -> bool {
+        let named = <[u8; 4]>::try_from(spi).ok().map(u32::from_be_bytes);
+        let Some(qm) = self.quick_modes.iter_mut().find(|q| match &q.state {
+            QmState::ExpectConnected(s) => {
+                named.is_none_or(|n| n == s.pair.outbound.spi || n == s.pair.inbound.spi)
+            }
+            _ => false,
+        }) else {
+            return false;
+        };
+        let m = qm.message_id;
+        let from = qm.state.name();
+        let QmState::ExpectConnected(s) = std::mem::replace(&mut qm.state, QmState::Done) else {
+            return false;
+        };
+        qm.set_state_from(from, QmState::Done);
+        qm.retransmission = None;
+        self.timers.stop(Timer::QuickModeRetransmit(m));
+        self.timers
+            .set(Timer::QuickModeLinger(m), after(cx.now, cx.config.linger));
+        self.report_child(cx, s.pair, true, s.started);
+        true
+    }
+
     pub(super) fn retransmit_quick_mode(&mut self, cx: &mut Cx<'_>, m: u32) {
         let max = cx.config.retransmit.max_tries;
         let am3 = self.am3_to_resend();
@@ -1012,6 +1107,7 @@ impl IkeSa {
             let sent = r.sent;
             let awaiting = match qm.state {
                 QmState::ExpectQm2(_) => "QM2",
+                QmState::ExpectConnected(_) => "CONNECTED",
                 _ => "QM3",
             };
             qm.abandon(cx);
@@ -1133,6 +1229,9 @@ fn lifetime_attributes(secs: Option<u64>, kilobytes: Option<u64>) -> Vec<u8> {
 fn collision_key(inbound: u32, outbound: u32) -> (u32, u32) {
     (inbound.min(outbound), inbound.max(outbound))
 }
+
+/// Offset of the flags octet in the ISAKMP header (RFC 2408 section 3.1).
+const FLAGS_OFFSET: usize = 19;
 
 #[cfg(test)]
 mod tests {

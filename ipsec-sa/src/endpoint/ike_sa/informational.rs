@@ -122,6 +122,12 @@ impl IkeSa {
                     );
                 }
             }
+            notify::CONNECTED if protected => {
+                if !self.on_connected(cx, &n.spi) {
+                    debug!(tunnel = %self.tunnel, spi = ?n.spi,
+                        "ignoring CONNECTED: no Quick Mode of ours waits for it");
+                }
+            }
             notify::INITIAL_CONTACT => debug!(tunnel = %self.tunnel, "peer sent INITIAL-CONTACT"),
             notify::RESPONDER_LIFETIME => {
                 debug!(tunnel = %self.tunnel, "ignoring RESPONDER-LIFETIME outside Quick Mode")
