@@ -1843,3 +1843,95 @@ fn commit_bit_holds_the_pair_until_connected_even_when_connected_is_lost() {
     assert_eq!(net.right.sent[5].3[18], 5);
     assert!(failures(&net.left.events).is_empty());
 }
+
+/// Aggressive Mode tunnels of one site, each with its own identity, PSK and subnet.
+fn am_site(name: &str, psk: &str, subnet_right: &str) -> (TunnelConfig, TunnelConfig) {
+    let (mut l, mut r) = tunnels(psk, psk);
+    l.remote_ts = vec![subnet(subnet_right, 24)];
+    r.local_ts = vec![subnet(subnet_right, 24)];
+    for t in [&mut l, &mut r] {
+        t.phase1.mode = Phase1Mode::Aggressive;
+        t.phase2.pfs_group = None;
+    }
+    l.phase1.local_id = Some(Identity::Fqdn(format!("{name}.example")));
+    r.phase1.remote_id = Some(Identity::Fqdn(format!("{name}.example")));
+    r.name = format!("right-{name}");
+    (l, r)
+}
+
+#[test]
+fn two_aggressive_mode_tunnels_to_one_peer_address_are_told_apart_by_identity() {
+    let (la, ra) = am_site("a", "key-a", "10.2.0.0");
+    let (lb, rb) = am_site("b", "key-b", "10.3.0.0");
+    let mut net = Net::new(la, ra, 36);
+    let rb_id = net.right.ep.add_tunnel(rb.clone()).unwrap();
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    let (_, right_a) = established(&net);
+
+    // A second gateway at the same address (e.g. behind the same NAT) with identity b.
+    let mut b = Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(ChaCha20Rng::seed_from_u64(79)),
+    );
+    net.left.tunnel = b.add_tunnel(lb).unwrap();
+    net.left.ep = b;
+    net.left.events.clear();
+    net.initiate();
+    net.run_for(Duration::from_secs(10));
+
+    // The right side chose tunnel b (its PSK and subnet) for the second peer and kept a.
+    let l = children(&net.left.events);
+    let r = children(&net.right.events);
+    assert_eq!((l.len(), r.len()), (1, 2));
+    assert_mirrored(l[0], r[1]);
+    assert_eq!(r[1].local_ts, subnet("10.3.0.0", 24));
+    assert!(net.right.events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaEstablished { tunnel, .. } if *tunnel == rb_id
+    )));
+    assert_eq!(
+        live_pairs(&net.right.events).first(),
+        Some(&(right_a.inbound.spi, right_a.outbound.spi))
+    );
+    assert!(failures(&net.right.events).is_empty());
+
+    // An identity no tunnel expects is dropped without an answer.
+    let (mut lc, _) = am_site("c", "key-a", "10.2.0.0");
+    lc.phase1.local_id = Some(Identity::Fqdn("c.example".into()));
+    let mut c = Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(ChaCha20Rng::seed_from_u64(80)),
+    );
+    net.left.tunnel = c.add_tunnel(lc).unwrap();
+    net.left.ep = c;
+    net.left.events.clear();
+    let answers = net.right.sent.len();
+    net.initiate();
+    net.run_for(Duration::from_secs(12));
+    assert_eq!(net.right.sent.len(), answers);
+    assert!(children(&net.left.events).is_empty());
+}
+
+#[test]
+fn rejects_a_second_tunnel_to_one_peer_address_unless_both_use_aggressive_mode_identities() {
+    let mut ep = Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(ChaCha20Rng::seed_from_u64(81)),
+    );
+    let (_, ra) = am_site("a", "k", "10.2.0.0");
+    let (_, rb) = am_site("b", "k", "10.3.0.0");
+    let (_, main) = tunnels("k", "k");
+    ep.add_tunnel(ra.clone()).unwrap();
+    ep.add_tunnel(rb).unwrap();
+    // Main Mode to the same address: refused.
+    assert!(ep.add_tunnel(main).is_err());
+    // The same identity again: refused.
+    let mut again = ra;
+    again.name = "again".into();
+    let err = ep.add_tunnel(again).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tunnel \"again\": remote_addr 192.0.2.1:500 is already used by tunnel \"right-a\""
+    );
+}

@@ -329,7 +329,8 @@ pub enum ConfigError {
         remote: SocketAddr,
     },
     /// Another tunnel already uses this remote address; as responder we could not tell
-    /// them apart (policy is found by the peer's address).
+    /// them apart (policy is found by the peer's address, or, when every tunnel to the
+    /// address uses Aggressive Mode with its own `remote_id`, by the identity in AM1).
     #[error("tunnel {tunnel:?}: remote_addr {remote} is already used by tunnel {other:?}")]
     DuplicateRemote {
         /// The tunnel name.

@@ -29,15 +29,15 @@
 //! ISAKMP SA is left at that moment, no Delete is sent: both ends hold the same
 //! negotiated lifetime, so the peer's own timer ends its copy at the same time.
 //!
-//! # One tunnel per peer address
+//! # Several tunnels to one peer address
 //!
-//! [`Endpoint::add_tunnel`] refuses a second tunnel to the same peer IP. As responder
-//! the only thing that names the tunnel in Main Mode's first message is the peer's
-//! address (its identity arrives encrypted in MM5, after SKEYID was derived with one
-//! tunnel's pre-shared key, RFC 2409 section 5.4), so two tunnels would need the same
-//! key and a policy switch after MM5; Aggressive Mode sends IDii in the clear and
-//! could choose by identity. Neither is implemented: configure one tunnel with several
-//! local and remote subnets instead (one ESP pair per combination).
+//! As responder, the only thing that names the tunnel in Main Mode's first message is
+//! the peer's address: its identity arrives encrypted in MM5, after SKEYID was derived
+//! with one tunnel's pre-shared key (RFC 2409 section 5.4), so Main Mode allows one
+//! tunnel per peer address (configure several local and remote subnets in it instead:
+//! one ESP pair per combination). Aggressive Mode sends IDii in the clear in its first
+//! message, so tunnels to one address are allowed when all of them use Aggressive Mode
+//! and each expects a different `remote_id`; the responder picks the tunnel by it.
 //!
 //! # Driving it
 //!
@@ -304,13 +304,21 @@ impl Endpoint {
     }
 
     /// Adds a tunnel. As responder, a peer is matched to its tunnel by its IP address.
+    /// Several tunnels may share a peer address only if all of them use Aggressive Mode
+    /// and each names a different `remote_id`: the responder then picks the tunnel by the
+    /// identity in AM1, which travels in the clear (RFC 2409 section 5.4). Main Mode
+    /// cannot choose (see the module docs, "Several tunnels to one peer address").
     pub fn add_tunnel(&mut self, tunnel: TunnelConfig) -> Result<TunnelId, ConfigError> {
         tunnel.validate()?;
-        if let Some(other) = self
-            .tunnels
-            .iter()
-            .find(|t| t.remote_addr.ip() == tunnel.remote_addr.ip())
-        {
+        let by_identity = |t: &TunnelConfig| t.phase1.mode == Phase1Mode::Aggressive;
+        if let Some(other) = self.tunnels.iter().find(|t| {
+            t.remote_addr.ip() == tunnel.remote_addr.ip()
+                && !(by_identity(t)
+                    && by_identity(&tunnel)
+                    && t.phase1.remote_id.is_some()
+                    && tunnel.phase1.remote_id.is_some()
+                    && t.phase1.remote_id != tunnel.phase1.remote_id)
+        }) {
             return Err(ConfigError::DuplicateRemote {
                 tunnel: tunnel.name.clone(),
                 remote: tunnel.remote_addr,
@@ -624,14 +632,7 @@ impl Endpoint {
         }
 
         // A new MM1: policy is the tunnel configured for this peer address.
-        let Some(tunnel) = self
-            .tunnels
-            .iter()
-            .position(|t| t.remote_addr.ip() == remote.ip())
-        else {
-            debug!(%remote, "dropping MM1: no tunnel is configured for this peer");
-            return None;
-        };
+        let tunnel = self.tunnel_for(remote, msg)?;
         let half_open = self.sas.values().filter(|sa| sa.is_half_open()).count();
         if half_open >= self.config.max_half_open {
             debug!(%remote, half_open, "dropping MM1: too many half-open phase-1 exchanges");
@@ -667,6 +668,53 @@ impl Endpoint {
         )?;
         self.insert(sa);
         None
+    }
+
+    /// The tunnel a peer's first message belongs to: the one configured for its address,
+    /// or, when several share it (Aggressive Mode only, see [`Self::add_tunnel`]), the
+    /// one whose `remote_id` names the identity in AM1.
+    fn tunnel_for(&self, remote: SocketAddr, msg: &Message<'_>) -> Option<usize> {
+        let candidates: Vec<usize> = self
+            .tunnels
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.remote_addr.ip() == remote.ip())
+            .map(|(i, _)| i)
+            .collect();
+        match candidates.as_slice() {
+            [] => {
+                debug!(%remote, "dropping MM1: no tunnel is configured for this peer");
+                return None;
+            }
+            [only] => return Some(*only),
+            _ => {}
+        }
+        let id = message::payloads(msg.header.next_payload, msg.body)
+            .ok()
+            .and_then(|raw| {
+                raw.iter().find_map(|r| match r.decode() {
+                    Ok(ipsec_proto::isakmp::Payload::Identification(id)) => Some(id),
+                    _ => None,
+                })
+            });
+        let Some(id) = id else {
+            debug!(%remote, "dropping first message: several tunnels share this peer \
+                address and the message names no identity (Main Mode cannot choose)");
+            return None;
+        };
+        let found = candidates.into_iter().find(|i| {
+            self.tunnels.get(*i).is_some_and(|t| {
+                t.phase1
+                    .remote_id
+                    .as_ref()
+                    .is_some_and(|want| ident::identity_matches(want, &id))
+            })
+        });
+        if found.is_none() {
+            debug!(%remote, id = %ident::ShowId(&id),
+                "dropping AM1: no tunnel to this peer address expects this identity");
+        }
+        found
     }
 
     /// Removes SAs that are finished.
