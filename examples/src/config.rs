@@ -25,6 +25,10 @@ const DEFAULT_TUN_NAME: &str = "ipgw0";
 /// Default TUN MTU: 1500 minus the worst ESP-in-UDP overhead we negotiate (outer IPv4 20, UDP 8,
 /// ESP header 8, IV 16, padding up to 15, pad length and next header 2, ICV up to 32).
 const DEFAULT_MTU: u16 = 1400;
+/// Default path MTU towards the peers (outer packets): Ethernet's 1500, the usual Internet
+/// path. With the default TUN MTU every inner packet fits, so the check only bites when a
+/// smaller path is configured.
+const DEFAULT_PATH_MTU: u16 = 1500;
 /// Phase 1 lifetime bounds in seconds (RFC 2409 sets none; these catch typos such as
 /// minutes written as seconds, and match the range providers accept).
 const PHASE1_LIFETIME: (u64, u64) = (300, 86_400);
@@ -88,6 +92,7 @@ struct RawConfig {
 struct RawGateway {
     tun_name: Option<String>,
     mtu: Option<u16>,
+    path_mtu: Option<u16>,
     control_socket: Option<PathBuf>,
     retransmit: Option<RawRetransmit>,
 }
@@ -207,6 +212,10 @@ pub(crate) struct Config {
     pub(crate) tun_name: String,
     /// MTU of the TUN device.
     pub(crate) mtu: u16,
+    /// Path MTU towards the peers: an ESP packet (outer headers included) larger than this
+    /// is not sent when its inner packet has DF set; the sender gets an ICMP "fragmentation
+    /// needed" / ICMPv6 "packet too big" with the inner MTU instead (RFC 1191, RFC 4443).
+    pub(crate) path_mtu: u16,
     /// Where `ipsec-gateway status` connects; `None` disables the control socket.
     pub(crate) control_socket: Option<PathBuf>,
     /// IKE retransmission schedule; `None` keeps the endpoint's default.
@@ -289,7 +298,7 @@ pub(crate) struct Phase2Proposal {
 }
 
 /// Validated phase 1 settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Phase1 {
     /// Main or Aggressive Mode.
     pub(crate) mode: Phase1Mode,
@@ -304,7 +313,7 @@ pub(crate) struct Phase1 {
 }
 
 /// Validated phase 2 settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Phase2 {
     /// Proposals in preference order.
     pub(crate) proposals: Vec<Phase2Proposal>,
@@ -471,6 +480,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
 
+    let path_mtu = raw.gateway.path_mtu.unwrap_or(DEFAULT_PATH_MTU);
+    if !(576..=9000).contains(&path_mtu) {
+        return Err(ConfigError::Gateway {
+            field: "path_mtu".into(),
+            problem: format!("{path_mtu} is out of range; allowed 576 to 9000"),
+        });
+    }
+
     if raw.tunnels.is_empty() {
         return Err(ConfigError::Gateway {
             field: "tunnel".into(),
@@ -492,6 +509,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         tun_name,
         mtu,
+        path_mtu,
         control_socket: raw.gateway.control_socket,
         retransmit,
         tunnels,
@@ -1159,8 +1177,8 @@ pub(crate) fn describe(cfg: &Config) -> String {
         .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
     let _ = writeln!(
         s,
-        "gateway: tun {} mtu {}, control socket {socket}",
-        cfg.tun_name, cfg.mtu
+        "gateway: tun {} mtu {}, path mtu {}, control socket {socket}",
+        cfg.tun_name, cfg.mtu, cfg.path_mtu
     );
     if let Some(r) = cfg.retransmit {
         let _ = writeln!(
@@ -1305,6 +1323,7 @@ lifetime_seconds = 3600
         let cfg = parse_str(&example()).unwrap();
         assert_eq!(cfg.tun_name, "ipgw0");
         assert_eq!(cfg.mtu, 1400);
+        assert_eq!(cfg.path_mtu, 1500);
         assert_eq!(
             cfg.control_socket.as_deref(),
             Some(Path::new("/run/ipsec-gateway.sock"))
@@ -1540,6 +1559,20 @@ lifetime_seconds = 3600
         ));
         assert_eq!(field, "phase1.lifetime_seconds");
         assert_eq!(problem, "8 is out of range; allowed 300 to 86400 seconds");
+    }
+
+    #[test]
+    fn path_mtu_defaults_to_1500_and_rejects_out_of_range() {
+        assert_eq!(parse_str(MINIMAL).unwrap().path_mtu, 1500);
+        let cfg = parse_str(&format!("[gateway]\npath_mtu = 1400\n{MINIMAL}")).unwrap();
+        assert_eq!(cfg.path_mtu, 1400);
+        match parse_str(&format!("[gateway]\npath_mtu = 500\n{MINIMAL}")) {
+            Err(ConfigError::Gateway { field, problem }) => {
+                assert_eq!(field, "path_mtu");
+                assert_eq!(problem, "500 is out of range; allowed 576 to 9000");
+            }
+            other => panic!("expected a gateway error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
-use crate::config::{self, Config, Initiate};
+use crate::config::{self, Config, Initiate, StaticNat};
 use crate::keys::KeyLog;
 use crate::net::{self, OuterSockets, NATT_PORT};
 
@@ -58,7 +58,7 @@ pub(crate) fn run(config_path: &Path, wireshark_keys: Option<PathBuf>) -> anyhow
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run_async(cfg, wireshark_keys))
+    runtime.block_on(run_async(cfg, config_path.to_owned(), wireshark_keys))
 }
 
 /// What reader tasks hand to the loop.
@@ -146,9 +146,17 @@ struct Gateway {
     started: Instant,
     /// Set on SIGTERM: no more retries.
     stopping: bool,
+    /// The file SIGHUP reloads.
+    config_path: PathBuf,
+    /// The `[gateway]` section the gateway started with.
+    settings: GatewaySettings,
 }
 
-async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run_async(
+    cfg: Config,
+    config_path: PathBuf,
+    wireshark_keys: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let keys = match &wireshark_keys {
         Some(dir) => {
             warn!(dir = %dir.display(), "writing ESP and IKE keys for Wireshark: debugging only");
@@ -157,6 +165,7 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
         None => None,
     };
     let mut gw = Gateway::new(&cfg, keys, Instant::now())?;
+    gw.config_path = config_path;
 
     let (tx, rx) = mpsc::channel::<Input>(CHANNEL_DEPTH);
     gw.spawn_readers(&tx);
@@ -165,8 +174,9 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
         Some(path) => Some(start_control(path)?),
         None => None,
     };
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     info!(tunnels = gw.tunnels.len(), "ipsec-gateway running");
 
     for i in 0..gw.tunnels.len() {
@@ -178,7 +188,12 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
             gw.initiate(i, Instant::now());
         }
     }
-    let signal_name = gw.run(rx, status_rx, &mut sigterm, &mut sigint).await?;
+    let signals = Signals {
+        term: sigterm,
+        int: sigint,
+        hup: sighup,
+    };
+    let signal_name = gw.run(rx, status_rx, signals).await?;
 
     info!("{signal_name}: deleting SAs and shutting down");
     gw.shutdown().await;
@@ -187,6 +202,39 @@ async fn run_async(cfg: Config, wireshark_keys: Option<PathBuf>) -> anyhow::Resu
     }
     info!("ipsec-gateway stopped");
     Ok(())
+}
+
+/// The signals the loop acts on.
+struct Signals {
+    /// SIGTERM: delete every SA and exit.
+    term: tokio::signal::unix::Signal,
+    /// SIGINT: as SIGTERM.
+    int: tokio::signal::unix::Signal,
+    /// SIGHUP: reload the configuration ([`Gateway::reload`]).
+    hup: tokio::signal::unix::Signal,
+}
+
+/// The `[gateway]` settings that are read only at startup, to tell on SIGHUP whether they
+/// changed.
+#[derive(Debug, PartialEq, Eq)]
+struct GatewaySettings {
+    tun_name: String,
+    mtu: u16,
+    path_mtu: u16,
+    control_socket: Option<PathBuf>,
+    retransmit: Option<config::Retransmit>,
+}
+
+impl GatewaySettings {
+    fn of(cfg: &Config) -> Self {
+        Self {
+            tun_name: cfg.tun_name.clone(),
+            mtu: cfg.mtu,
+            path_mtu: cfg.path_mtu,
+            control_socket: cfg.control_socket.clone(),
+            retransmit: cfg.retransmit,
+        }
+    }
 }
 
 /// Binds the control socket and serves it; returns the channel of status requests.
@@ -212,7 +260,10 @@ impl Gateway {
             };
         }
         let mut endpoint = Endpoint::new(endpoint_config, Box::new(OsRng));
-        let mut dataplane = DataPlane::new(DataPlaneConfig::default());
+        let mut dataplane = DataPlane::new(DataPlaneConfig {
+            default_path_mtu: Some(usize::from(cfg.path_mtu)),
+            ..DataPlaneConfig::default()
+        });
 
         let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
         let mut by_id = HashMap::new();
@@ -236,9 +287,6 @@ impl Gateway {
             }
             for w in config::weak_choices(t) {
                 warn!(tunnel = %t.name, "weak choice configured: {w}");
-            }
-            for note in limitations(t) {
-                warn!(tunnel = %t.name, "{note}");
             }
             by_id.insert(id, index);
             tunnels.push(TunnelState {
@@ -292,6 +340,8 @@ impl Gateway {
             esp_peers: HashMap::new(),
             started: now,
             stopping: false,
+            config_path: PathBuf::new(),
+            settings: GatewaySettings::of(cfg),
         })
     }
 
@@ -312,8 +362,7 @@ impl Gateway {
         &mut self,
         mut rx: mpsc::Receiver<Input>,
         mut status_rx: Option<mpsc::Receiver<oneshot::Sender<String>>>,
-        sigterm: &mut tokio::signal::unix::Signal,
-        sigint: &mut tokio::signal::unix::Signal,
+        mut signals: Signals,
     ) -> anyhow::Result<&'static str> {
         loop {
             self.drain().await;
@@ -325,8 +374,9 @@ impl Gateway {
                 }
             };
             tokio::select! {
-                _ = sigterm.recv() => return Ok("SIGTERM"),
-                _ = sigint.recv() => return Ok("SIGINT"),
+                _ = signals.term.recv() => return Ok("SIGTERM"),
+                _ = signals.int.recv() => return Ok("SIGINT"),
+                _ = signals.hup.recv() => self.reload(),
                 input = rx.recv() => match input {
                     Some(input) => self.handle_input(input).await,
                     None => bail!("every reader task has stopped"),
@@ -574,23 +624,21 @@ impl Gateway {
         }
     }
 
+    /// The data plane's traffic limits (kilobytes, sequence numbers) go to the endpoint,
+    /// which negotiates a replacement at the soft limit and deletes the pair (here and at
+    /// the peer) at the hard one.
     fn handle_dataplane_event(&mut self, event: ipsec_sa::dataplane::Event, now: Instant) {
         use ipsec_sa::dataplane::Event as Dp;
         match event {
             Dp::SoftLifetime {
-                policy,
-                inbound_spi,
-                limit,
-                ..
+                inbound_spi, limit, ..
             } => {
-                if let Some(&i) = self.by_policy.get(&policy) {
-                    info!(
-                        inbound_spi = format_args!("{inbound_spi:#010x}"),
-                        ?limit,
-                        "ESP SA near its limit: negotiating a replacement"
-                    );
-                    self.initiate(i, now);
-                }
+                info!(
+                    inbound_spi = format_args!("{inbound_spi:#010x}"),
+                    ?limit,
+                    "ESP SA near its traffic limit: negotiating a replacement"
+                );
+                self.endpoint.soft_lifetime_reached(inbound_spi, now);
             }
             Dp::HardLifetime {
                 inbound_spi, limit, ..
@@ -598,8 +646,9 @@ impl Gateway {
                 warn!(
                     inbound_spi = format_args!("{inbound_spi:#010x}"),
                     ?limit,
-                    "ESP SA reached its hard limit and stops carrying traffic"
+                    "ESP SA reached its hard traffic limit: deleting it"
                 );
+                self.endpoint.hard_lifetime_reached(inbound_spi, now);
             }
         }
     }
@@ -642,12 +691,18 @@ impl Gateway {
                 let inner = MAX_HEADROOM..MAX_HEADROOM + len;
                 // Static NAT first (destination local -> remote), so the SPD sees the real
                 // remote host.
-                if let Some(packet) = data.get_mut(inner.clone()) {
-                    if !self.static_nat_outbound(packet) {
-                        return;
-                    }
-                }
-                match self.dataplane.encapsulate(&mut data, inner, &mut self.rng) {
+                let Some(packet) = data.get_mut(inner.clone()) else {
+                    return;
+                };
+                let nat = match self.static_nat_outbound(packet) {
+                    NatOutcome::Drop => return,
+                    NatOutcome::Untouched => None,
+                    NatOutcome::Translated(nat) => Some(nat),
+                };
+                match self
+                    .dataplane
+                    .encapsulate(&mut data, inner.clone(), &mut self.rng)
+                {
                     Ok(Outbound::Protected(t)) => {
                         let Some(packet) = data.get(t.packet.clone()) else {
                             return;
@@ -659,6 +714,12 @@ impl Gateway {
                         debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
                     }
                     Err(DropError::NoOutboundSa { policy }) => self.on_traffic(policy, now),
+                    Err(DropError::PacketTooBig { inner_mtu, .. }) => {
+                        // The inner packet is unchanged after this error.
+                        if let Some(packet) = data.get(inner) {
+                            self.packet_too_big(packet, inner_mtu, nat.as_deref()).await;
+                        }
+                    }
                     Err(_) => {} // counted and logged at debug by the data plane
                 }
             }
@@ -684,29 +745,129 @@ impl Gateway {
         }
     }
 
-    /// Outbound static NAT of a packet read from the TUN device; false means drop it.
-    fn static_nat_outbound(&self, packet: &mut [u8]) -> bool {
+    /// Outbound static NAT of a packet read from the TUN device.
+    fn static_nat_outbound(&self, packet: &mut [u8]) -> NatOutcome {
         let Some(dst) = ipv4_destination(packet) else {
-            return true;
+            return NatOutcome::Untouched;
         };
         let nat = self.tunnels.iter().find_map(|t| {
-            let nat = t.cfg.static_nat.as_deref()?;
+            let nat = t.cfg.static_nat.as_ref()?;
             nat.subnets
                 .iter()
                 .any(|s| s.contains_addr(dst))
                 .then_some(nat)
         });
-        let Some(nat) = nat else { return true };
+        let Some(nat) = nat else {
+            return NatOutcome::Untouched;
+        };
         match nat.table.translate(ipsec_nat::Direction::Outbound, packet) {
-            Ok(t) if t.is_translated() => true,
+            Ok(t) if t.is_translated() => NatOutcome::Translated(Arc::clone(nat)),
             Ok(_) => {
                 debug!(%dst, "no static NAT entry for this destination; packet dropped");
-                false
+                NatOutcome::Drop
             }
             Err(e) => {
                 debug!(%dst, "static NAT refused the packet: {e}");
-                false
+                NatOutcome::Drop
             }
+        }
+    }
+
+    /// Path MTU discovery through the tunnel: `packet` (an inner packet with DF set, or
+    /// IPv6) does not fit the path MTU once sealed, so the sender gets an ICMP
+    /// "fragmentation needed" (RFC 1191) or ICMPv6 "packet too big" (RFC 4443) with
+    /// `inner_mtu`, written into the TUN device ([`crate::icmp`]). When outbound static
+    /// NAT translated the packet, the error is translated back the way a reply would be.
+    async fn packet_too_big(&self, packet: &[u8], inner_mtu: usize, nat: Option<&StaticNat>) {
+        let error = match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let mtu = u16::try_from(inner_mtu).unwrap_or(u16::MAX);
+                crate::icmp::frag_needed_v4(packet, mtu)
+            }
+            Some(6) => {
+                // RFC 8200 section 5: IPv6 links carry at least 1280 bytes.
+                let mtu = u32::try_from(inner_mtu).unwrap_or(u32::MAX).max(1280);
+                crate::icmp::packet_too_big_v6(packet, mtu)
+            }
+            _ => None,
+        };
+        let Some(mut error) = error else {
+            return;
+        };
+        if let Some(nat) = nat {
+            if let Err(e) = nat
+                .table
+                .translate(ipsec_nat::Direction::Inbound, &mut error)
+            {
+                debug!("static NAT refused our ICMP error; not sent: {e}");
+                return;
+            }
+        }
+        debug!(
+            inner_mtu,
+            "inner packet too big for the path MTU: ICMP error to its sender"
+        );
+        if let Err(e) = self.tun.send(&error).await {
+            debug!("TUN write of the ICMP error failed: {e}");
+        }
+    }
+
+    /// SIGHUP: reads the configuration file again and applies what can change while
+    /// tunnels stay up: each tunnel's static NAT (entries and subnets; the table is
+    /// swapped and the counters of unchanged entries carry over, and routes follow the
+    /// subnets). Every other change is reported at warn with what needs a restart; an
+    /// invalid file changes nothing.
+    fn reload(&mut self) {
+        let cfg = match config::load(&self.config_path) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                warn!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+                return;
+            }
+        };
+        info!(path = %self.config_path.display(), "SIGHUP: reloading the configuration");
+        if GatewaySettings::of(&cfg) != self.settings {
+            warn!("SIGHUP: the [gateway] section changed; it applies only after a restart");
+        }
+        for old in &self.tunnels {
+            if !cfg.tunnels.iter().any(|n| n.name == old.cfg.name) {
+                warn!(tunnel = %old.cfg.name,
+                    "SIGHUP: tunnel removed from the configuration keeps running until a restart");
+            }
+        }
+        for new in &cfg.tunnels {
+            let Some(t) = self.tunnels.iter_mut().find(|t| t.cfg.name == new.name) else {
+                warn!(tunnel = %new.name, "SIGHUP: new tunnel not started: adding a tunnel needs a restart");
+                continue;
+            };
+            let changed = restart_needed(&t.cfg, new);
+            if !changed.is_empty() {
+                warn!(tunnel = %new.name, "SIGHUP: changed settings need a restart to apply: {}",
+                    changed.join(", "));
+            }
+            if same_static_nat(t.cfg.static_nat.as_deref(), new.static_nat.as_deref()) {
+                continue;
+            }
+            if let (Some(old), Some(next)) =
+                (t.cfg.static_nat.as_deref(), new.static_nat.as_deref())
+            {
+                next.table.carry_counters_from(&old.table);
+            }
+            let old_subnets = nat_subnets(t.cfg.static_nat.as_deref());
+            let new_subnets = nat_subnets(new.static_nat.as_deref());
+            for gone in old_subnets.iter().filter(|s| !new_subnets.contains(s)) {
+                net::remove_route(&self.tun_name, gone);
+            }
+            let src = net::host_address_in(&t.cfg.local_subnets);
+            for added in new_subnets.iter().filter(|s| !old_subnets.contains(s)) {
+                if let Err(e) = net::add_route(&self.tun_name, added, src) {
+                    warn!(tunnel = %new.name, subnet = %added, "SIGHUP: route for a static NAT subnet not added: {e:#}");
+                }
+            }
+            t.cfg.static_nat = new.static_nat.clone();
+            info!(tunnel = %new.name,
+                entries = new.static_nat.as_deref().map_or(0, |n| n.table.entries().len()),
+                "SIGHUP: static NAT table replaced; SAs unchanged");
         }
     }
 
@@ -907,6 +1068,64 @@ fn routed_subnets(
     t.remote_subnets.iter().chain(nat)
 }
 
+/// What outbound static NAT did with a packet.
+enum NatOutcome {
+    /// No static NAT subnet covers the destination.
+    Untouched,
+    /// Translated by this tunnel's table.
+    Translated(Arc<StaticNat>),
+    /// In a static NAT subnet without an entry, or refused: drop it.
+    Drop,
+}
+
+/// A tunnel's static NAT subnets.
+fn nat_subnets(nat: Option<&StaticNat>) -> Vec<ipsec_sa::selector::TrafficSelector> {
+    nat.map(|n| n.subnets.clone()).unwrap_or_default()
+}
+
+/// Whether two static NAT settings have the same subnets and the same entries.
+fn same_static_nat(a: Option<&StaticNat>, b: Option<&StaticNat>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.subnets == b.subnets && a.table.entries().eq(b.table.entries()),
+        _ => false,
+    }
+}
+
+/// The settings of a tunnel that changed from `old` to `new` and that the running gateway
+/// cannot apply (they are the IKE endpoint's and the data plane's configuration, fixed when
+/// the tunnel was added): their names, for the SIGHUP warning.
+fn restart_needed(old: &config::Tunnel, new: &config::Tunnel) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |same: bool, name| {
+        if !same {
+            out.push(name);
+        }
+    };
+    check(old.local_address == new.local_address, "local_address");
+    check(old.remote_address == new.remote_address, "remote_address");
+    check(old.initiate == new.initiate, "initiate");
+    check(old.local_subnets == new.local_subnets, "local_subnets");
+    check(old.remote_subnets == new.remote_subnets, "remote_subnets");
+    check(same_psk_source(&old.psk, &new.psk), "psk");
+    check(old.phase1 == new.phase1, "phase1");
+    check(old.phase2 == new.phase2, "phase2");
+    check(old.dpd == new.dpd, "dpd");
+    out
+}
+
+/// Whether two PSK sources are the same; inline keys are compared in constant time.
+fn same_psk_source(a: &config::PskSource, b: &config::PskSource) -> bool {
+    use config::PskSource::{Env, File, Inline};
+    use subtle::ConstantTimeEq as _;
+    match (a, b) {
+        (Inline(a), Inline(b)) => bool::from(a.expose().ct_eq(b.expose())),
+        (File(a), File(b)) => a == b,
+        (Env(a), Env(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The destination of an IPv4 packet, if it is one.
 fn ipv4_destination(packet: &[u8]) -> Option<IpAddr> {
     if packet.first().map(|b| b >> 4) != Some(4) {
@@ -932,23 +1151,6 @@ fn schedule_retry(t: &mut TunnelState, now: Instant) {
         info!(tunnel = %t.cfg.name, delay_s = t.retry_delay.as_secs(), "will initiate again");
         t.retry_delay = (t.retry_delay * 2).min(RETRY_MAX);
     }
-}
-
-/// Configured features this version accepts but does not carry out, for `check` and a
-/// startup warning.
-pub(crate) fn limitations(t: &config::Tunnel) -> Vec<String> {
-    let mut out = Vec::new();
-    if t.local_subnets.len() > 1 || t.remote_subnets.len() > 1 {
-        out.push(format!(
-            "as initiator only the first subnet pair ({} <-> {}) is negotiated; traffic of the other pairs flows only if the peer starts a Quick Mode for it",
-            t.local_subnets.first().map_or_else(String::new, ToString::to_string),
-            t.remote_subnets.first().map_or_else(String::new, ToString::to_string)
-        ));
-    }
-    if t.phase2.lifetime_kilobytes.is_some() {
-        out.push("phase2.lifetime_kilobytes is not proposed to the peer yet".to_owned());
-    }
-    out
 }
 
 /// Translates a validated tunnel into the endpoint's configuration (loads the PSK).
@@ -999,8 +1201,9 @@ pub(crate) fn to_endpoint_config(t: &config::Tunnel) -> Result<endpoint::TunnelC
         .collect();
     tc.phase2.pfs_group = t.phase2.pfs_group;
     tc.phase2.lifetime = Duration::from_secs(t.phase2.lifetime_seconds);
+    tc.phase2.lifetime_kilobytes = t.phase2.lifetime_kilobytes;
 
-    // Every configured subnet; Quick Mode negotiates the first pair (a limit of ipsec-sa).
+    // Every configured subnet: the endpoint negotiates one ESP pair per local x remote pair.
     tc.local_ts = t.local_subnets.clone();
     tc.remote_ts = t.remote_subnets.clone();
     tc.dpd = t.dpd.and_then(|d| {
@@ -1246,13 +1449,15 @@ entries = [{ name = "web", local = "10.1.255.92", remote = "10.2.0.15" }]
     }
 
     #[test]
-    fn limitations_name_unnegotiated_subnet_pairs() {
-        let notes = limitations(&tunnel(TUNNEL));
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(
-            notes[0].contains("(10.1.0.0/24 <-> 10.2.0.0/24)"),
-            "{notes:?}"
+    fn phase2_kilobyte_lifetime_is_proposed() {
+        let text = TUNNEL.replace(
+            "lifetime_seconds = 1200\n",
+            "lifetime_seconds = 1200\nlifetime_kilobytes = 102400\n",
         );
+        let tc = to_endpoint_config(&tunnel(&text)).unwrap();
+        assert_eq!(tc.phase2.lifetime_kilobytes, Some(102_400));
+        let tc = to_endpoint_config(&tunnel(TUNNEL)).unwrap();
+        assert_eq!(tc.phase2.lifetime_kilobytes, None);
     }
 
     #[test]
@@ -1260,6 +1465,33 @@ entries = [{ name = "web", local = "10.1.255.92", remote = "10.2.0.15" }]
         let t = tunnel(TUNNEL);
         let routed: Vec<String> = routed_subnets(&t).map(ToString::to_string).collect();
         assert_eq!(routed, vec!["10.2.0.0/24", "10.3.0.0/24", "10.1.255.88/29"]);
+    }
+
+    #[test]
+    fn reload_names_settings_that_need_a_restart() {
+        let old = tunnel(TUNNEL);
+        assert!(restart_needed(&old, &tunnel(TUNNEL)).is_empty());
+        let changed = TUNNEL
+            .replace("pfs_group = 15", "pfs_group = 14")
+            .replace("delay_seconds = 5", "delay_seconds = 6")
+            .replace("\"lab-key\"", "\"other-key\"");
+        assert_eq!(
+            restart_needed(&old, &tunnel(&changed)),
+            vec!["psk", "phase2", "dpd"]
+        );
+        // A static NAT change alone needs no restart, and is seen as a change.
+        let nat_changed = TUNNEL.replace("local = \"10.1.255.92\"", "local = \"10.1.255.93\"");
+        let new = tunnel(&nat_changed);
+        assert!(restart_needed(&old, &new).is_empty());
+        assert!(!same_static_nat(
+            old.static_nat.as_deref(),
+            new.static_nat.as_deref()
+        ));
+        assert!(same_static_nat(
+            old.static_nat.as_deref(),
+            tunnel(TUNNEL).static_nat.as_deref()
+        ));
+        assert!(!same_static_nat(old.static_nat.as_deref(), None));
     }
 
     #[test]

@@ -994,6 +994,153 @@ c.recv(1)
         assert_eq!(out_last, out_before + 2);
     }
 
+    /// The "esp: in 0x... out 0x..." lines of `status` (the SPIs of every pair).
+    fn esp_lines(status: &str) -> Vec<String> {
+        status
+            .lines()
+            .filter(|l| l.trim_start().starts_with("esp: in "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// SIGHUP with a changed static NAT entry: the new mapping works at once, the old one
+    /// is gone, the ESP SAs are the same (same SPIs in `status`), and a changed DPD setting
+    /// is reported as needing a restart.
+    pub(crate) fn sighup_reloads_static_nat() {
+        let mut lab = Lab::up("h");
+        let nat = "\n[tunnel.static_nat]\nsubnets = [\"10.1.255.88/29\"]\n\
+                   entries = [{ name = \"hr\", local = \"10.1.255.92\", remote = \"10.2.0.10\" }]\n";
+        lab.start_gateway("start", nat, &[]);
+        let up = lab.wait_for(Duration::from_secs(30), || {
+            text(&lab.status().stdout).contains("tunnel lab: up")
+        });
+        assert!(
+            up,
+            "tunnel not up within 30 s:\n{}",
+            text(&lab.status().stdout)
+        );
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "2", "-W", "2", "10.1.255.92"]);
+        assert!(ping.status.success(), "{}", text(&ping.stdout));
+        let before = esp_lines(&text(&lab.status().stdout));
+        assert_eq!(before.len(), 1, "{before:?}");
+
+        let config = lab.dir().join("gateway.toml");
+        let old = std::fs::read_to_string(&config).unwrap();
+        let new = old
+            .replace("local = \"10.1.255.92\"", "local = \"10.1.255.93\"")
+            .replace("delay_seconds = 10", "delay_seconds = 11");
+        assert_ne!(old, new);
+        std::fs::write(&config, new).unwrap();
+        let pid = lab.gateway.as_ref().map(Child::id).unwrap();
+        let hup = run(Command::new("kill").args(["-HUP", &pid.to_string()]));
+        assert!(hup.status.success());
+        let reloaded = lab.wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(lab.gateway_log())
+                .is_ok_and(|l| l.contains("static NAT table replaced"))
+        });
+        assert!(reloaded, "no reload in the log within 10 s");
+        let log = std::fs::read_to_string(lab.gateway_log()).unwrap();
+        assert!(
+            log.contains("changed settings need a restart to apply: dpd"),
+            "no restart warning for the DPD change"
+        );
+
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "2", "-W", "2", "10.1.255.93"]);
+        let out = text(&ping.stdout);
+        assert!(ping.status.success(), "new mapping: {out}");
+        assert!(out.contains("bytes from 10.1.255.93"), "{out}");
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "1", "-W", "1", "10.1.255.92"]);
+        assert!(!ping.status.success(), "old mapping still answers");
+
+        let status = text(&lab.status().stdout);
+        assert_eq!(esp_lines(&status), before, "{status}");
+        assert!(
+            status.contains("static nat hr: 10.1.255.93 -> 10.2.0.10"),
+            "{status}"
+        );
+        assert!(lab.list_sas().contains("INSTALLED"), "{}", lab.list_sas());
+    }
+
+    /// Path MTU through the tunnel: with `path_mtu = 1400` an inner packet of 1400 bytes
+    /// with DF set cannot be sealed (AES-128/SHA-1 in UDP leaves 1326 bytes), so hl gets an
+    /// ICMP "fragmentation needed" with MTU 1326 from the gateway; 1326 bytes then pass.
+    pub(crate) fn path_mtu_frag_needed() {
+        let mut lab = Lab::up("m");
+        let out = run(Command::new(LAB_SH).args(["gateway-config", lab.var("LAB_DIR"), "start"]));
+        let toml = text(&out.stdout).replace("[gateway]\n", "[gateway]\npath_mtu = 1400\n");
+        lab.start_gateway_with(&toml, &[]);
+        let up = lab.wait_for(Duration::from_secs(30), || {
+            text(&lab.status().stdout).contains("tunnel lab: up")
+        });
+        assert!(
+            up,
+            "tunnel not up within 30 s:\n{}",
+            text(&lab.status().stdout)
+        );
+
+        let ping = lab.in_ns(
+            "NS_HL",
+            &[
+                "ping",
+                "-M",
+                "do",
+                "-s",
+                "1372",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "10.2.0.10",
+            ],
+        );
+        let out = text(&ping.stdout);
+        assert!(!ping.status.success(), "{out}");
+        assert!(
+            out.contains("Frag needed and DF set (mtu = 1326)"),
+            "no fragmentation-needed with MTU 1326:\n{out}{}",
+            text(&ping.stderr)
+        );
+        // hl now knows the path MTU: the same size fails locally, 1326 bytes pass.
+        let ping = lab.in_ns(
+            "NS_HL",
+            &[
+                "ping",
+                "-M",
+                "do",
+                "-s",
+                "1372",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "10.2.0.10",
+            ],
+        );
+        let all = format!("{}{}", text(&ping.stdout), text(&ping.stderr));
+        assert!(
+            all.contains("mtu=1326") || all.contains("mtu = 1326"),
+            "{all}"
+        );
+        let ping = lab.in_ns(
+            "NS_HL",
+            &[
+                "ping",
+                "-M",
+                "do",
+                "-s",
+                "1298",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                "10.2.0.10",
+            ],
+        );
+        assert!(ping.status.success(), "{}", text(&ping.stdout));
+        let status = text(&lab.status().stdout);
+        assert!(status.contains("packet-too-big 1"), "{status}");
+    }
+
     impl Drop for Lab {
         fn drop(&mut self) {
             // No panics in here: this may run while a failing test unwinds.
@@ -1270,4 +1417,16 @@ fn aes256_sha256_with_pfs_carries_tcp_both_ways() {
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn traffic_outside_the_selectors_does_not_enter_the_tunnel() {
     lab::outside_selectors_stay_out();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn sighup_applies_a_static_nat_change_without_dropping_the_tunnel() {
+    lab::sighup_reloads_static_nat();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn too_big_inner_packet_with_df_gets_fragmentation_needed() {
+    lab::path_mtu_frag_needed();
 }
