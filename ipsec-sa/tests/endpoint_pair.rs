@@ -1520,8 +1520,8 @@ fn rekey_collision_ends_with_one_pair_at_both_ends() {
     net.right.ep.soft_lifetime_reached(rp.inbound.spi, now);
     net.run_for(Duration::from_secs(15));
 
-    // Two Quick Modes completed at each end; the loser was deleted by its initiator, the
-    // old pair stays until its hard lifetime.
+    // Two Quick Modes completed at each end; the loser was deleted, the old pair stays
+    // until its hard lifetime.
     assert_eq!(children(&net.left.events).len(), 3);
     assert_eq!(children(&net.right.events).len(), 3);
     assert!(failures(&net.left.events).is_empty());
@@ -1934,4 +1934,46 @@ fn rejects_a_second_tunnel_to_one_peer_address_unless_both_use_aggressive_mode_i
         err.to_string(),
         "tunnel \"again\": remote_addr 192.0.2.1:500 is already used by tunnel \"right-a\""
     );
+}
+
+/// Rekey collisions at every offset between the two ends' starts, from simultaneous to
+/// well after the first Quick Mode finished (latency 5 ms each way; at 10 ms one end sees
+/// a collision and the other a plain renewal): every time both ends end up with the old
+/// pair and one common new pair, and one lifetime later with exactly one, the same.
+#[test]
+fn rekey_collisions_at_any_offset_converge_on_one_pair() {
+    for offset_ms in 0..=25u64 {
+        let (mut l, mut r) = tunnels("k", "k");
+        for t in [&mut l, &mut r] {
+            t.phase2.lifetime = Duration::from_secs(600);
+            t.phase2.pfs_group = None;
+        }
+        let mut net = Net::new(l, r, 500 + offset_ms);
+        net.initiate();
+        net.run_for(Duration::from_secs(5));
+        let (lp, rp) = established(&net);
+
+        // A second after the pair was made (the network is idle until then).
+        net.now += Duration::from_secs(1);
+        let now = net.now;
+        net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+        let start = net.now - net.start;
+        net.run_for(start + Duration::from_millis(offset_ms));
+        let now = net.now;
+        net.right.ep.soft_lifetime_reached(rp.inbound.spi, now);
+        net.run_for(start + Duration::from_secs(10));
+        assert!(usable_pair(&net), "offset {offset_ms} ms");
+        // The old pair and one new one, the same at both ends: no duplicate survives.
+        let (ll, rl) = (live_pairs(&net.left.events), live_pairs(&net.right.events));
+        assert_eq!(ll.len(), 2, "offset {offset_ms} ms: {ll:?} {rl:?}");
+        assert_eq!(rl, vec![(ll[0].1, ll[0].0), (ll[1].1, ll[1].0)]);
+        assert!(failures(&net.left.events).is_empty());
+        assert!(failures(&net.right.events).is_empty());
+
+        // After the old pairs' lifetime, and with renewals running: one pair per end.
+        net.run_for(start + Duration::from_secs(600 + 10));
+        let (ll, rl) = (live_pairs(&net.left.events), live_pairs(&net.right.events));
+        assert_eq!(ll.len(), 1, "offset {offset_ms} ms: {ll:?} {rl:?}");
+        assert_eq!(rl, vec![(ll[0].1, ll[0].0)], "offset {offset_ms} ms");
+    }
 }

@@ -782,7 +782,7 @@ impl Endpoint {
     /// limit on traffic (kilobytes, RFC 2407 section 4.5 SA Life Type 2) or on sequence
     /// numbers: a replacement is negotiated now, the way the time lifetime's soft limit
     /// does. Forward `dataplane::Event::SoftLifetime` here. If both ends do so at once,
-    /// the rekey collision ends with one pair (the other is deleted by its initiator).
+    /// the rekey collision ends with one pair (the other is deleted).
     pub fn soft_lifetime_reached(&mut self, inbound_spi: u32, now: Instant) {
         let mut found = false;
         for sa in self.sas.values_mut() {

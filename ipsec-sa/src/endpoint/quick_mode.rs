@@ -999,15 +999,14 @@ impl IkeSa {
         // replacement of their own. A pair for the same selectors that a Quick Mode in
         // the other direction established while this one ran is a rekey collision
         // instead (both ends started one at once): both ends keep the same one of the
-        // two, the one with the larger `collision_key`, and the initiator of the other
-        // deletes it.
+        // two, the one with the larger `collision_key`, and delete the other.
         let new_key = collision_key(pair.inbound.spi, pair.outbound.spi);
         let mut new_lost = false;
         let mut to_delete = None;
         for old in self.children.iter_mut().filter(|old| {
             old.local_ts == pair.local_ts && old.remote_ts == pair.remote_ts && !old.superseded
         }) {
-            let collision = old.established_at >= started && old.initiated != initiated;
+            let collision = old.established_at > started && old.initiated != initiated;
             if collision && new_key < collision_key(old.inbound, old.outbound) {
                 info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", old.inbound),
                     dropped = format_args!("{:08x}", pair.inbound.spi),
@@ -1019,9 +1018,7 @@ impl IkeSa {
                 info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", pair.inbound.spi),
                     dropped = format_args!("{:08x}", old.inbound),
                     "rekey collision: keeping the new pair");
-                if old.initiated {
-                    to_delete = Some(old.inbound);
-                }
+                to_delete = Some(old.inbound);
             }
             old.superseded = true;
             self.timers.stop(Timer::ChildRekey(old.inbound));
@@ -1041,7 +1038,7 @@ impl IkeSa {
             self.timers
                 .set(Timer::ChildExpire(pair.inbound.spi), after(cx.now, life));
         }
-        if new_lost && initiated {
+        if new_lost {
             to_delete = Some(pair.inbound.spi);
         }
         self.children.push(ChildRecord {
@@ -1059,7 +1056,10 @@ impl IkeSa {
             pair,
         });
 
-        // The loser we initiated goes now; the peer deletes the one it initiated.
+        // The loser goes now, with a Delete: the peer may have judged the overlap a plain
+        // renewal (reordering, or its Quick Mode started just after ours finished there)
+        // and would otherwise keep it. When both ends saw the collision, each deletes it
+        // and the second Delete names an SPI already gone, which is ignored.
         if let Some(spi) = to_delete {
             if let Some(pos) = self.children.iter().position(|c| c.inbound == spi) {
                 self.drop_child(cx, pos, true);
