@@ -1977,3 +1977,41 @@ fn rekey_collisions_at_any_offset_converge_on_one_pair() {
         assert_eq!(rl, vec![(ll[0].1, ll[0].0)], "offset {offset_ms} ms");
     }
 }
+
+#[test]
+fn forced_udp_encapsulation_without_a_nat_floats_and_encapsulates() {
+    for (force_left, mode) in [
+        (true, Phase1Mode::Main),
+        (false, Phase1Mode::Main),
+        (true, Phase1Mode::Aggressive),
+    ] {
+        let (mut l, mut r) = tunnels("k", "k");
+        l.phase1.mode = mode;
+        r.phase1.mode = mode;
+        if force_left {
+            l.force_udp_encapsulation = true;
+        } else {
+            r.force_udp_encapsulation = true;
+        }
+        let mut net = Net::new(l, r, 37);
+        net.initiate();
+        net.run_for(Duration::from_secs(5));
+
+        let (lp, rp) = established(&net);
+        let what = format!("force at left: {force_left}, {mode:?}");
+        assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel, "{what}");
+        assert_eq!(lp.local, addr("192.0.2.1:4500"), "{what}");
+        assert_eq!(lp.remote, addr("192.0.2.2:4500"), "{what}");
+        assert_eq!(rp.remote, addr("192.0.2.1:4500"), "{what}");
+        // The last Quick Mode message travelled on 4500 with the marker.
+        let last = net.left.sent.last().unwrap();
+        assert_eq!((last.0.port(), last.2), (4500, true), "{what}");
+    }
+
+    // Without the option and without a NAT: plain ESP.
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 38);
+    net.initiate();
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(established(&net).0.encapsulation, Encapsulation::Tunnel);
+}

@@ -244,6 +244,12 @@ pub struct TunnelConfig {
     pub nat_traversal: bool,
     /// Send INITIAL-CONTACT in MM5 (RFC 2407 section 4.6.3.3) so the peer drops stale SAs.
     pub initial_contact: bool,
+    /// Use UDP encapsulation even without a NAT: our NAT-D hash for our own address is
+    /// computed over 0.0.0.0:0, so it cannot match and the peer concludes we are behind a
+    /// NAT (RFC 3947 section 3.2 detects a NAT by exactly that mismatch); we act as if we
+    /// were, so IKE floats to UDP 4500 and ESP travels in UDP (RFC 3948). For paths that
+    /// pass UDP but not IP protocol 50. Needs `nat_traversal`.
+    pub force_udp_encapsulation: bool,
 }
 
 impl TunnelConfig {
@@ -268,6 +274,7 @@ impl TunnelConfig {
             dpd: None,
             nat_traversal: true,
             initial_contact: true,
+            force_udp_encapsulation: false,
         }
     }
 

@@ -274,6 +274,8 @@ pub(super) struct IkeSa {
     pub(super) floated: bool,
     pub(super) nat_t: Option<NatTVariant>,
     pub(super) nat: NatDetection,
+    /// Pretend to be behind a NAT (`TunnelConfig::force_udp_encapsulation`).
+    pub(super) force_encapsulation: bool,
     peer_dpd: bool,
     state: Phase1State,
     pub(super) keys: Option<IsakmpKeys>,
@@ -322,6 +324,7 @@ impl IkeSa {
             floated: local.port() == NATT_PORT,
             nat_t: None,
             nat: NatDetection::default(),
+            force_encapsulation: false,
             peer_dpd: false,
             state: Phase1State::Closed,
             keys: None,

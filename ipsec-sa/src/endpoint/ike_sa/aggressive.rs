@@ -260,6 +260,7 @@ impl IkeSa {
             return None;
         }
         let mut sa = Self::new(tunnel, Role::Responder, local, remote);
+        sa.force_encapsulation = config.force_udp_encapsulation;
         sa.cky_i = msg.header.initiator_cookie;
         let Ok(c) = plain_contents(msg) else {
             debug!(%remote, "dropping AM1: malformed");

@@ -67,6 +67,7 @@ impl IkeSa {
             config.local_addr,
             config.remote_addr,
         );
+        sa.force_encapsulation = config.force_udp_encapsulation;
         sa.cky_i = nonzero_cookie(cx);
         if with_children {
             sa.pending_children = wanted_pairs(config);
@@ -158,7 +159,14 @@ impl IkeSa {
         hash: ipsec_crypto::HashAlgorithm,
     ) {
         if let Some(v) = self.nat_t {
-            for addr in [self.remote, self.local] {
+            // Forcing encapsulation: our own address is hashed as 0.0.0.0:0, which the
+            // peer cannot match, so it sees a NAT in front of us.
+            let ours = if self.force_encapsulation {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            } else {
+                self.local
+            };
+            for addr in [self.remote, ours] {
                 payloads.push(Payload::NatD {
                     payload_type: PayloadType(v.nat_d_payload_type()),
                     hash: natt::nat_d_hash(hash, &self.cky_i, &self.cky_r, addr),
@@ -179,9 +187,12 @@ impl IkeSa {
             return;
         }
         match NatDetection::compare(hash, &self.cky_i, &self.cky_r, local, remote, &c.nat_d) {
-            Some(d) => {
+            Some(mut d) => {
                 debug!(tunnel = %self.tunnel, local_behind_nat = d.local_behind_nat,
-                    remote_behind_nat = d.remote_behind_nat, "NAT detection");
+                    remote_behind_nat = d.remote_behind_nat,
+                    forced = self.force_encapsulation, "NAT detection");
+                // We told the peer we are behind a NAT: act on it the same way.
+                d.local_behind_nat |= self.force_encapsulation;
                 self.nat = d;
             }
             None => {
@@ -416,6 +427,7 @@ impl IkeSa {
             return None;
         }
         let mut sa = Self::new(tunnel, Role::Responder, local, remote);
+        sa.force_encapsulation = config.force_udp_encapsulation;
         sa.cky_i = msg.header.initiator_cookie;
         let c = match plain_contents(msg) {
             Ok(c) => c,
