@@ -17,8 +17,8 @@
 //! rekey collisions (both ends keep the same pair), ISAKMP SA renewal, and the commit bit
 //! with CONNECTED (RFC 2408 section 3.1; sent as a protected Informational naming the
 //! responder's inbound SPI), and forced UDP encapsulation without a NAT
-//! ([`TunnelConfig::force_udp_encapsulation`]). Not supported: certificates and signatures, XAUTH/mode
-//! config; IPv6 outer addresses have had no interop test.
+//! ([`TunnelConfig::force_udp_encapsulation`]). Not supported: certificates and
+//! signatures, XAUTH/mode config; IPv6 outer addresses have had no interop test.
 //!
 //! # Lifetimes of ESP SAs and their ISAKMP SA
 //!
