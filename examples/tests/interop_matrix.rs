@@ -714,7 +714,7 @@ mod matrix {
         let mut out = format!("\n==== {title}: one line per case ====\n");
         let _ = writeln!(
             out,
-            "{:<4} {:<52} {:<10} {:<6} {:>8}  detail",
+            "{:<4} {:<56} {:<10} {:<6} {:>8}  detail",
             "#", "case", "peer", "result", "time"
         );
         for (i, r) in rows.iter().enumerate() {
@@ -726,7 +726,7 @@ mod matrix {
             let detail: String = detail.replace('\n', " | ").chars().take(160).collect();
             let _ = writeln!(
                 out,
-                "{:<4} {:<52} {:<10} {:<6} {:>8}  {detail}",
+                "{:<4} {:<56} {:<10} {:<6} {:>8}  {detail}",
                 i + 1,
                 r.case,
                 r.peer.name(),
@@ -922,6 +922,20 @@ mod matrix {
             return Outcome::Fail("pluto never reached Quick Mode SA installation".into());
         }
         let log = lab.peer_log();
+        if case.peer_initiates {
+            // pluto proposed exactly the case's ESP transform and we chose it (we answer with
+            // QM2; as the responder we would install on QM3, which pluto never sends because its
+            // own install fails first).
+            if let Err(e) = pluto_proposal_matches(&log, case) {
+                return Outcome::Fail(e);
+            }
+            let chose = wait_for(Duration::from_secs(5), || {
+                lab.gateway_log().contains("QM1: choosing")
+            });
+            if !chose {
+                return Outcome::Fail("we did not accept pluto's Quick Mode proposal".into());
+            }
+        }
         for bad in [
             "INVALID_HASH_INFORMATION",
             "NO_PROPOSAL_CHOSEN",
@@ -1021,8 +1035,9 @@ mod matrix {
             "local host is behind NAT"
         };
         assert!(charon.contains(seen), "charon did not log '{seen}'");
-        // Keepalives from the side behind the NAT: ours after 20 s, charon's after 5 s idle.
-        let keepalive_wait = if we_are_behind { 23 } else { 8 };
+        // Keepalives from the side behind the NAT: ours 20 s after phase 1, charon's after
+        // 5 s idle (with margins for a loaded machine).
+        let keepalive_wait = if we_are_behind { 25 } else { 12 };
         let until = Duration::from_secs(keepalive_wait);
         std::thread::sleep(until.saturating_sub(established.elapsed()));
         lab.stop_captures();
@@ -1106,7 +1121,7 @@ mod matrix {
             lab.gateway_log()
                 .split("dead peer detection: peer declared dead")
                 .nth(1)
-                .is_some_and(|after| after.contains("initiat"))
+                .is_some_and(|after| after.contains("initiating"))
         });
         assert!(restarted, "no new negotiation after the DPD verdict");
 
@@ -1159,6 +1174,38 @@ mod matrix {
         assert!(!lab.list_sas().contains("INSTALLED"), "{}", lab.list_sas());
         eprintln!("{case_id}: status says:\n{status}");
         status
+    }
+
+    /// pluto's "initiating Quick Mode ... proposal=CIPHER-INTEG[-GROUP] pfsgroup=..." line
+    /// names the case's phase 2 choice.
+    fn pluto_proposal_matches(log: &str, case: &Case) -> Result<(), String> {
+        let line = log
+            .lines()
+            .find(|l| l.contains("initiating Quick Mode"))
+            .ok_or("pluto logged no Quick Mode initiation")?;
+        let proposal = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("proposal="))
+            .ok_or_else(|| format!("no proposal= in {line}"))?;
+        let parts: Vec<&str> = proposal.split('-').collect();
+        let cipher = CIPHERS[case.p2_cipher].pluto_shows;
+        let integ = HASHES[case.p2_hash].swan_shows;
+        let group = if case.pfs {
+            Some(GROUPS[case.group].4)
+        } else {
+            None
+        };
+        let ok = parts.first().is_some_and(|c| c.starts_with(cipher))
+            && parts.get(1) == Some(&integ)
+            && parts.get(2).copied() == group;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "pluto proposed {proposal}, expected {cipher}-{integ}{}",
+                group.map(|g| format!("-{g}")).unwrap_or_default()
+            ))
+        }
     }
 
     /// Runs a peer's matrix: the pairwise table, then the refused choices.
