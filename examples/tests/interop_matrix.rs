@@ -405,11 +405,10 @@ mod matrix {
             if let Some(reason) = vars.get("PLUTO_REFUSED") {
                 return Up::Refused(format!("pluto: {}", unquote(reason)));
             }
-            // swanctl --load-all output (lab.sh prints it when loading fails).
-            if let Some(line) = stderr.lines().find(|l| l.contains("failed")) {
-                if stderr.contains("loading connection") {
-                    return Up::Refused(format!("charon: {}", line.trim()));
-                }
+            // swanctl --load-all output (lab.sh prints it when loading fails): charon refused
+            // a proposal keyword ("loading connection 'lab' failed: invalid value for: ...").
+            if let Some(line) = stderr.lines().find(|l| l.contains("loading connection")) {
+                return Up::Refused(format!("charon: {}", line.trim()));
             }
             assert!(out.status.success(), "{script} failed:\n{stdout}{stderr}");
             Up::Ready(Self {
