@@ -28,7 +28,10 @@
 #   (default 0s = off), LAB_DPD_TIMEOUT (default 30s), LAB_CHILD_REKEY_TIME (strongSwan's
 #   CHILD_SA rekey_time, default 1h; lower it to test rekeying), LAB_CHILD_LIFE_TIME (its
 #   life_time, with no random jitter; default: strongSwan's, 110 % of rekey_time), LAB_AGGRESSIVE (yes: IKEv1
-#   Aggressive Mode on both sides; default no = Main Mode), LAB_NO_CHARON=1 (build the
+#   Aggressive Mode on both sides; default no = Main Mode), LAB_SW_SUBNETS (the networks
+#   behind strongSwan that the tunnel protects, comma-separated: strongSwan's local_ts and
+#   gateway-config's remote_subnets; default 10.2.0.0/24; 192.168.10.0/24, the "remote
+#   customer network" of the static NAT example, is also reachable behind it), LAB_NO_CHARON=1 (build the
 #   namespaces but start no strongSwan: for a second ipsec-gateway as the peer).
 #
 # As a library: `source scripts/lab.sh` defines the lab_* functions and runs nothing. The caller
@@ -84,6 +87,10 @@ lab_topology() {
     ip -n "$hl" addr add 10.1.0.10/24 dev eth0
     ip -n "$sw" addr add 10.2.0.1/24 dev lan0
     ip -n "$hr" addr add 10.2.0.10/24 dev eth0
+    # A second network behind strongSwan, 192.168.10.0/24 with hr at 192.168.10.15: the
+    # remote customer address of the static NAT example (10.1.255.92 <-> 192.168.10.15).
+    ip -n "$sw" addr add 192.168.10.1/24 dev lan0
+    ip -n "$hr" addr add 192.168.10.15/24 dev eth0
     for r in "$ours wan0" "$sw wan0" "$ours lan0" "$sw lan0" "$hl eth0" "$hr eth0"; do
         set -- $r
         ip -n "$1" link set "$2" up
@@ -161,7 +168,7 @@ connections {
         children {
             net {
                 mode = tunnel
-                local_ts = 10.2.0.0/24
+                local_ts = $LAB_SW_SUBNETS
                 remote_ts = 10.1.0.0/24
                 # The DH group here is the Quick Mode PFS group.
                 esp_proposals = $LAB_ESP_PROPOSALS
@@ -234,6 +241,7 @@ lab_up() {
     LAB_DPD_TIMEOUT=${LAB_DPD_TIMEOUT:-30s}
     LAB_CHILD_REKEY_TIME=${LAB_CHILD_REKEY_TIME:-1h}
     LAB_AGGRESSIVE=${LAB_AGGRESSIVE:-no}
+    LAB_SW_SUBNETS=${LAB_SW_SUBNETS:-10.2.0.0/24}
     case $LAB_AGGRESSIVE in yes|no) ;; *) lab_say "LAB_AGGRESSIVE must be yes or no"; return 1 ;; esac
     [ "$(id -u)" = 0 ] || { lab_say "the lab needs root (namespaces, veth, TUN)"; return 1; }
     [ -x "$LAB_CHARON" ] || { lab_say "no $LAB_CHARON: run scripts/install-deps.sh"; return 1; }
@@ -254,6 +262,7 @@ NS_HR=$NS_HR
 LAB_PSK_FILE=$LAB_PSK_FILE
 CHARON_LOG=$CHARON_LOG
 LAB_AGGRESSIVE=$LAB_AGGRESSIVE
+LAB_SW_SUBNETS=$LAB_SW_SUBNETS
 EOF
     lab_topology || return 1
     lab_write_strongswan_conf || return 1
@@ -305,7 +314,7 @@ local_address = "192.0.2.1"
 remote_address = "192.0.2.2"
 initiate = "$initiate"
 local_subnets = ["10.1.0.0/24"]
-remote_subnets = ["10.2.0.0/24"]
+remote_subnets = [$(printf '%s\n' "${LAB_SW_SUBNETS:-10.2.0.0/24}" | sed 's/[^,][^,]*/"&"/g; s/,/, /g')]
 psk = { file = "$LAB_DIR/psk" }
 
 [tunnel.phase1]

@@ -301,19 +301,23 @@ mod lab {
     /// the NAT address; tshark decrypts ESP and Quick Mode with the files the gateway wrote,
     /// and the decrypted packets carry the translated address.
     pub(crate) fn static_nat_and_wireshark_keys() {
-        let mut lab = Lab::up("n");
+        // The example of the static NAT issue: 10.1.255.92, from our assigned static NAT
+        // subnet 10.1.255.88/29, stands for the remote customer address 192.168.10.15 (hr's
+        // second address, in a second network that strongSwan protects).
+        let mut lab = Lab::up_with("n", &[("LAB_SW_SUBNETS", "10.2.0.0/24,192.168.10.0/24")]);
         let capture = Capture::start(&lab);
         let keys = lab.dir().join("keys");
         let nat = "\n[tunnel.static_nat]\nsubnets = [\"10.1.255.88/29\"]\n\
-                   entries = [{ name = \"hr\", local = \"10.1.255.92\", remote = \"10.2.0.10\" }]\n";
+                   entries = [{ name = \"hr\", local = \"10.1.255.92\", remote = \"192.168.10.15\" }]\n";
         let keys_arg = keys.display().to_string();
         lab.start_gateway("start", nat, &["--wireshark-keys", &keys_arg]);
-        let up = lab.wait_for(Duration::from_secs(20), || {
-            lab.list_sas().contains("INSTALLED")
+        // One ESP pair per remote network.
+        let up = lab.wait_for(Duration::from_secs(30), || {
+            lab.list_sas().matches("INSTALLED").count() >= 2
         });
         assert!(
             up,
-            "no CHILD_SA installed on strongSwan within 20 s:\n{}",
+            "two CHILD_SAs not installed on strongSwan within 30 s:\n{}",
             lab.list_sas()
         );
 
@@ -328,7 +332,23 @@ mod lab {
         assert!(out.contains("bytes from 10.1.255.92"), "{out}");
         let status = text(&lab.status().stdout);
         assert!(
-            status.contains("static nat hr: 10.1.255.92 -> 10.2.0.10, out 3 packets, in 3 packets"),
+            status.contains(
+                "static nat hr: 10.1.255.92 -> 192.168.10.15, out 3 packets, in 3 packets"
+            ),
+            "{status}"
+        );
+
+        // An address without a NAT entry passes unchanged: hr's own 10.2.0.10 answers as
+        // itself, and the entry's counters do not move.
+        let ping = lab.in_ns("NS_HL", &["ping", "-c", "2", "-W", "2", "10.2.0.10"]);
+        let out = text(&ping.stdout);
+        assert!(ping.status.success(), "ping hl -> 10.2.0.10 failed:\n{out}");
+        assert!(out.contains("bytes from 10.2.0.10"), "{out}");
+        let status = text(&lab.status().stdout);
+        assert!(
+            status.contains(
+                "static nat hr: 10.1.255.92 -> 192.168.10.15, out 3 packets, in 3 packets"
+            ),
             "{status}"
         );
         let pcap = capture.stop();
@@ -336,18 +356,23 @@ mod lab {
         // The key files: two ESP SAs, one ISAKMP SA.
         let esp_sa = std::fs::read_to_string(keys.join("esp_sa")).unwrap();
         let ike = std::fs::read_to_string(keys.join("ikev1_decryption_table")).unwrap();
-        assert_eq!(esp_sa.lines().count(), 2, "{esp_sa}");
+        assert_eq!(esp_sa.lines().count(), 4, "two ESP pairs: {esp_sa}");
         assert_eq!(ike.lines().count(), 1, "{ike}");
 
-        // tshark decrypts the ESP with them: 3 requests to the real 10.2.0.10, 3 replies.
+        // tshark decrypts the ESP with them: 3 requests to the real 192.168.10.15 and 3
+        // replies, then the 2 untranslated echoes to 10.2.0.10 and their replies.
         let mut options = vec!["esp.enable_encryption_decode:TRUE".to_owned()];
         options.extend(esp_sa.lines().map(|l| format!("uat:esp_sa:{l}")));
         let inner = tshark_fields(&pcap, &options, "esp && icmp", "ip.dst");
+        let to_customer = inner
+            .iter()
+            .filter(|d| d.ends_with("192.168.10.15"))
+            .count();
         let to_hr = inner.iter().filter(|d| d.ends_with("10.2.0.10")).count();
         let to_hl = inner.iter().filter(|d| d.ends_with("10.1.0.10")).count();
         assert_eq!(
-            (to_hr, to_hl),
-            (3, 3),
+            (to_customer, to_hr, to_hl),
+            (3, 2, 5),
             "decrypted inner destinations: {inner:?}"
         );
 
