@@ -346,57 +346,16 @@ impl IkeSa {
         s: ExpectMm6,
         msg: &Message<'_>,
     ) -> Step<ExpectMm6> {
-        let (c, next_iv) = match self.open_phase1(msg, "MM6") {
-            Ok(v) => v,
-            Err(e) => return Err((s, e)),
-        };
-        let (Some(id), Some(idir_b), Some(hash)) =
-            (c.ids.first(), c.id_bodies.first(), c.hash.as_ref())
-        else {
-            return Err((
-                s,
-                PeerMisbehaved::MissingPayload {
-                    message: "MM6",
-                    payload: "ID or HASH",
-                }
-                .into(),
-            ));
-        };
-        if self.keys.is_none() {
-            return Err((s, Rejected::Ignore("MM6 without keys".into())));
-        }
-        let p = s.choice.proposal;
-        let Some(keys) = &self.keys else {
-            return Err((s, Rejected::Ignore("MM6 without keys".into())));
-        };
-        let expected = ikev1::hash_r(
-            p.hash,
-            &keys.skeyid,
-            &s.g_xr,
-            &s.g_xi,
-            &self.cky_r,
-            &self.cky_i,
-            &s.sai_b,
-            idir_b,
-        );
-        if !expected.ct_eq(hash) {
-            let e =
-                self.authentication_failed(PeerMisbehaved::Phase1HashMismatch { message: "MM6" });
+        // RFC 2409 section 5.4: HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b).
+        let (cky_i, cky_r) = (self.cky_i, self.cky_r);
+        let verified = self.authenticate_peer(config, msg, "MM6", |skeyid, idir_b| {
+            let p = s.choice.proposal;
+            ikev1::hash_r(
+                p.hash, skeyid, &s.g_xr, &s.g_xi, &cky_r, &cky_i, &s.sai_b, idir_b,
+            )
+        });
+        if let Err(e) = verified {
             return Err((s, e));
-        }
-        let want = config.remote_identity();
-        if !identity_matches(&want, id) {
-            return Err((
-                s,
-                PeerMisbehaved::UnexpectedIdentity {
-                    expected: want.to_string(),
-                    got: ShowId(id).to_string(),
-                }
-                .into(),
-            ));
-        }
-        if let Some(keys) = &mut self.keys {
-            keys.commit_iv(0, next_iv);
         }
         Ok(Phase1State::Established(Established { choice: s.choice }))
     }
@@ -585,58 +544,17 @@ impl IkeSa {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Step<ExpectMm5> {
-        let (c, next_iv) = match self.open_phase1(msg, "MM5") {
-            Ok(v) => v,
+        // RFC 2409 section 5.4: HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b).
+        let (cky_i, cky_r) = (self.cky_i, self.cky_r);
+        let c = match self.authenticate_peer(config, msg, "MM5", |skeyid, idii_b| {
+            let p = s.choice.proposal;
+            ikev1::hash_i(
+                p.hash, skeyid, &s.g_xi, &s.g_xr, &cky_i, &cky_r, &s.sai_b, idii_b,
+            )
+        }) {
+            Ok(c) => c,
             Err(e) => return Err((s, e)),
         };
-        let (Some(id), Some(idii_b), Some(hash)) =
-            (c.ids.first(), c.id_bodies.first(), c.hash.as_ref())
-        else {
-            return Err((
-                s,
-                PeerMisbehaved::MissingPayload {
-                    message: "MM5",
-                    payload: "ID or HASH",
-                }
-                .into(),
-            ));
-        };
-        if self.keys.is_none() {
-            return Err((s, Rejected::Ignore("MM5 without keys".into())));
-        }
-        let p = s.choice.proposal;
-        let Some(keys) = &self.keys else {
-            return Err((s, Rejected::Ignore("MM5 without keys".into())));
-        };
-        let expected = ikev1::hash_i(
-            p.hash,
-            &keys.skeyid,
-            &s.g_xi,
-            &s.g_xr,
-            &self.cky_i,
-            &self.cky_r,
-            &s.sai_b,
-            idii_b,
-        );
-        if !expected.ct_eq(hash) {
-            let e =
-                self.authentication_failed(PeerMisbehaved::Phase1HashMismatch { message: "MM5" });
-            return Err((s, e));
-        }
-        let want = config.remote_identity();
-        if !identity_matches(&want, id) {
-            return Err((
-                s,
-                PeerMisbehaved::UnexpectedIdentity {
-                    expected: want.to_string(),
-                    got: ShowId(id).to_string(),
-                }
-                .into(),
-            ));
-        }
-        if let Some(keys) = &mut self.keys {
-            keys.commit_iv(0, next_iv);
-        }
         if c.notifies
             .iter()
             .any(|n| n.notify_type.0 == notify::INITIAL_CONTACT)
@@ -658,7 +576,7 @@ impl IkeSa {
             return Err((s, Rejected::Ignore("MM5 without keys".into())));
         };
         let hash_r = ikev1::hash_r(
-            p.hash,
+            s.choice.proposal.hash,
             &keys.skeyid,
             &s.g_xr,
             &s.g_xi,
@@ -677,6 +595,47 @@ impl IkeSa {
         };
         self.send_answer(cx, bytes);
         Ok(Phase1State::Established(Established { choice: s.choice }))
+    }
+
+    /// The part MM5 and MM6 share (RFC 2409 section 5.4): decrypt the message, find the
+    /// peer's ID and HASH, check the HASH against `expected_hash(SKEYID, ID body)` in
+    /// constant time and the identity against the configuration, and only then move the
+    /// IV chain forward. Returns the decrypted contents.
+    fn authenticate_peer(
+        &mut self,
+        config: &TunnelConfig,
+        msg: &Message<'_>,
+        message: &'static str,
+        expected_hash: impl FnOnce(&SecretBytes, &[u8]) -> ipsec_crypto::Digest,
+    ) -> Result<Contents, Rejected> {
+        let (c, next_iv) = self.open_phase1(msg, message)?;
+        let (Some(id), Some(id_body), Some(hash)) =
+            (c.ids.first(), c.id_bodies.first(), c.hash.as_ref())
+        else {
+            return Err(PeerMisbehaved::MissingPayload {
+                message,
+                payload: "ID or HASH",
+            }
+            .into());
+        };
+        let Some(keys) = &self.keys else {
+            return Err(Rejected::Ignore(format!("{message} without keys")));
+        };
+        if !expected_hash(&keys.skeyid, id_body).ct_eq(hash) {
+            return Err(self.authentication_failed(PeerMisbehaved::Phase1HashMismatch { message }));
+        }
+        let want = config.remote_identity();
+        if !identity_matches(&want, id) {
+            return Err(PeerMisbehaved::UnexpectedIdentity {
+                expected: want.to_string(),
+                got: ShowId(id).to_string(),
+            }
+            .into());
+        }
+        if let Some(keys) = &mut self.keys {
+            keys.commit_iv(0, next_iv);
+        }
+        Ok(c)
     }
 
     /// Decrypts a phase-1 message after the key exchange. Garbage here means the two
