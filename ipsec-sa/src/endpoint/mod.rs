@@ -226,6 +226,22 @@ impl SpiPool {
     }
 }
 
+/// Builds the [`Cx`] for one call from the endpoint's own fields, borrowing each field
+/// separately so that `sas` and `tunnels` stay usable beside it (a method taking
+/// `&mut self` would lock the whole endpoint).
+macro_rules! cx {
+    ($endpoint:expr, $now:expr) => {
+        Cx {
+            now: $now,
+            config: &$endpoint.config,
+            rng: &mut *$endpoint.rng,
+            spis: &mut $endpoint.spis,
+            transmits: &mut $endpoint.transmits,
+            events: &mut $endpoint.events,
+        }
+    };
+}
+
 /// What an SA needs from the endpoint while it handles an input.
 struct Cx<'a> {
     now: Instant,
@@ -408,14 +424,7 @@ impl Endpoint {
             .tunnels
             .get(tunnel.0)
             .ok_or(InitiateError::UnknownTunnel(tunnel))?;
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            spis: &mut self.spis,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-        };
+        let mut cx = cx!(self, now);
 
         // Prefer an established SA, then one being negotiated.
         let existing = self
@@ -455,14 +464,7 @@ impl Endpoint {
             let Some(config) = self.tunnels.get(tunnel.0) else {
                 continue;
             };
-            let mut cx = Cx {
-                now,
-                config: &self.config,
-                rng: &mut *self.rng,
-                spis: &mut self.spis,
-                transmits: &mut self.transmits,
-                events: &mut self.events,
-            };
+            let mut cx = cx!(self, now);
             match action {
                 SaAction::Initiate { with_child } => {
                     // Reuse another ISAKMP SA of the tunnel: an established one, else one
@@ -569,14 +571,7 @@ impl Endpoint {
                 None => return,
             },
         };
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            spis: &mut self.spis,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-        };
+        let mut cx = cx!(self, now);
 
         if let Some(sa) = self.sas.get_mut(&id) {
             let Some(tunnel) = self.tunnels.get(sa.tunnel.0) else {
@@ -650,14 +645,7 @@ impl Endpoint {
             return None;
         }
         let config = self.tunnels.get(tunnel)?;
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            spis: &mut self.spis,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-        };
+        let mut cx = cx!(self, now);
         let sa = IkeSa::respond(
             &mut cx,
             TunnelId(tunnel),
@@ -752,14 +740,7 @@ impl Endpoint {
 
     /// Fires every timer due at `now`. Calling early or twice does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            spis: &mut self.spis,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-        };
+        let mut cx = cx!(self, now);
         for sa in self.sas.values_mut() {
             if let Some(tunnel) = self.tunnels.get(sa.tunnel.0) {
                 sa.handle_timeout(&mut cx, tunnel);
@@ -803,14 +784,7 @@ impl Endpoint {
     /// limit on traffic: the pair is deleted here (`Event::ChildSaDeleted`) and at the
     /// peer (Delete, RFC 2408 section 3.15). Forward `dataplane::Event::HardLifetime` here.
     pub fn hard_lifetime_reached(&mut self, inbound_spi: u32, now: Instant) {
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            spis: &mut self.spis,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-        };
+        let mut cx = cx!(self, now);
         let mut found = false;
         for sa in self.sas.values_mut() {
             found = found || sa.child_hard_limit(&mut cx, inbound_spi);
@@ -827,14 +801,7 @@ impl Endpoint {
 
     /// Sends Delete for every ESP and ISAKMP SA (RFC 2408 section 3.15) and forgets them.
     pub fn shutdown(&mut self, now: Instant) {
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            spis: &mut self.spis,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-        };
+        let mut cx = cx!(self, now);
         for sa in self.sas.values_mut() {
             sa.delete(&mut cx);
         }
