@@ -47,6 +47,23 @@ pub struct FuzzDirection {
     pub restored: bool,
 }
 
+impl FuzzDirection {
+    /// The round-trip invariant the fuzz target and the property tests assert: a packet
+    /// that was rewritten reverses successfully; one that passed untranslated, or was
+    /// refused, is left exactly as it came. Returns what was violated.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match &self.translated {
+            Ok(t) if t.is_translated() => match self.reversed {
+                Some(Ok(_)) => Ok(()),
+                _ => Err("reverse failed after a successful translation"),
+            },
+            Ok(_) | Err(_) if self.reversed.is_some() => Err("a packet not rewritten was reversed"),
+            Ok(_) | Err(_) if !self.restored => Err("a packet not rewritten was changed"),
+            Ok(_) | Err(_) => Ok(()),
+        }
+    }
+}
+
 /// What [`translate_both_ways`] saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuzzOutcome {
