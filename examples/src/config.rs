@@ -329,11 +329,14 @@ pub(crate) struct Phase2 {
 /// What to do when DPD declares the peer dead (RFC 3706).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DpdAction {
-    /// Only log it.
+    /// No dead peer detection: the peer is never probed.
     None,
     /// Delete the SAs and wait.
     Clear,
-    /// Delete the SAs and negotiate again.
+    /// Delete the SAs and negotiate again when traffic for the tunnel arrives (the
+    /// tunnel's policies stay in place, so its packets are held back, never sent in clear).
+    Hold,
+    /// Delete the SAs and negotiate again at once.
     Restart,
 }
 
@@ -1055,12 +1058,13 @@ fn validate_dpd(tunnel: &str, raw: RawDpd) -> Result<Dpd, ConfigError> {
     let action = match raw.action.as_str() {
         "none" => DpdAction::None,
         "clear" => DpdAction::Clear,
+        "hold" => DpdAction::Hold,
         "restart" => DpdAction::Restart,
         other => {
             return Err(bad(
                 tunnel,
                 "dpd.action",
-                format!("{other:?} is not allowed; use none, clear or restart"),
+                format!("{other:?} is not allowed; use none, clear, hold or restart"),
             ))
         }
     };
@@ -1538,11 +1542,14 @@ lifetime_seconds = 3600
         assert_eq!(field, "dpd.timeout_seconds");
         let text = text.replace("timeout_seconds = 30", "timeout_seconds = 60");
         assert!(parse_str(&text).is_ok());
-        let (_, field, problem) = tunnel_error(&text.replace("\"clear\"", "\"hold\""));
+        let config = parse_str(&text.replace("\"clear\"", "\"hold\"")).unwrap();
+        let dpd = config.tunnels[0].dpd.unwrap();
+        assert_eq!(dpd.action, DpdAction::Hold);
+        let (_, field, problem) = tunnel_error(&text.replace("\"clear\"", "\"pause\""));
         assert_eq!(field, "dpd.action");
         assert_eq!(
             problem,
-            "\"hold\" is not allowed; use none, clear or restart"
+            "\"pause\" is not allowed; use none, clear, hold or restart"
         );
         let (_, field, _) = tunnel_error(&minimal_with(
             "name = \"lab\"",

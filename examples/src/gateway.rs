@@ -111,7 +111,7 @@ struct TunnelState {
     holdoff_until: Option<Instant>,
     /// DPD declared the peer dead: no automatic restart or retry until a pair is installed
     /// again (the endpoint itself restarts when the DPD action is "restart"; "clear" means
-    /// wait for the peer, as strongSwan's dpd_action=clear does).
+    /// wait for the peer, as strongSwan's dpd_action=clear does; "hold" waits for traffic).
     dead_peer_hold: bool,
     last_error: Option<String>,
 }
@@ -927,7 +927,14 @@ impl Gateway {
         };
         let idle = t.phase == Phase::Down || t.phase == Phase::IsakmpUp;
         let held = t.holdoff_until.is_some_and(|h| now < h);
-        if t.cfg.initiate == Initiate::OnTraffic && idle && !held {
+        // DPD action "hold" (RFC 3706 leaves the action to policy): after the peer was
+        // declared dead, traffic brings the tunnel back as it does for "on-traffic".
+        let on_demand = t.cfg.initiate == Initiate::OnTraffic
+            || (t.dead_peer_hold
+                && t.cfg
+                    .dpd
+                    .is_some_and(|d| d.action == config::DpdAction::Hold));
+        if on_demand && idle && !held {
             t.holdoff_until = Some(now + ON_TRAFFIC_HOLDOFF);
             info!(tunnel = %t.cfg.name, "traffic for the tunnel: initiating");
             self.initiate(i, now);
@@ -1209,7 +1216,9 @@ pub(crate) fn to_endpoint_config(t: &config::Tunnel) -> Result<endpoint::TunnelC
     tc.dpd = t.dpd.and_then(|d| {
         let action = match d.action {
             DpdAction::None => return None,
-            DpdAction::Clear => endpoint::DpdAction::Clear,
+            // "hold" is the gateway's policy on top of the endpoint's "clear": the SAs go,
+            // and the next packet for the tunnel starts it again (see `on_traffic`).
+            DpdAction::Clear | DpdAction::Hold => endpoint::DpdAction::Clear,
             DpdAction::Restart => endpoint::DpdAction::Restart,
         };
         Some(endpoint::DpdConfig {

@@ -1079,19 +1079,22 @@ mod matrix {
         lab.ping("NS_HL", "10.2.0.10", "1").unwrap();
     }
 
-    /// Dead peer detection with action "restart": charon is killed (SIGKILL: no Delete); we
-    /// notice within delay + timeout (2 s + 6 s, plus 3 s for a loaded machine), negotiate
-    /// again, and once charon is back the tunnel comes up by itself and carries pings.
-    pub(crate) fn dpd_restart() {
-        let mut lab = ready(Lab::up(LAB_SH, &["up"], "dr", &[]));
-        let dpd = "[tunnel.dpd]\ndelay_seconds = 2\ntimeout_seconds = 6\naction = \"restart\"\n";
+    /// DPD against a SIGKILLed charon with `action` "restart" or "hold": we declare the
+    /// peer dead within delay + timeout; with "restart" we negotiate again at once, with
+    /// "hold" we wait, and the first packet for the tunnel after charon is back brings it
+    /// up again. Either way no manual step is needed.
+    pub(crate) fn dpd_action(case_id: &str, action: &str) {
+        let mut lab = ready(Lab::up(LAB_SH, &["up"], case_id, &[]));
+        let dpd = format!(
+            "[tunnel.dpd]\ndelay_seconds = 2\ntimeout_seconds = 6\naction = \"{action}\"\n"
+        );
         let toml = gateway_toml(
             &lab,
             &default_case(false),
             "192.0.2.2",
             "192.0.2.2",
             "10.2.0.0/24",
-            dpd,
+            &dpd,
         );
         lab.start_gateway(&toml).unwrap();
         wait_up(&lab);
@@ -1115,14 +1118,25 @@ mod matrix {
             took <= Duration::from_secs(11),
             "declared dead after {took:?}: more than delay + timeout (8 s) + 3 s"
         );
-        // The action: negotiating again (Main Mode toward the dead peer).
-        let restarted = wait_for(Duration::from_secs(10), || {
+        let initiated_since_verdict = |lab: &Lab| {
             lab.gateway_log()
                 .split("dead peer detection: peer declared dead")
                 .nth(1)
                 .is_some_and(|after| after.contains("initiating"))
-        });
-        assert!(restarted, "no new negotiation after the DPD verdict");
+        };
+        if action == "restart" {
+            // The action: negotiating again (Main Mode toward the dead peer).
+            let restarted = wait_for(Duration::from_secs(10), || initiated_since_verdict(&lab));
+            assert!(restarted, "no new negotiation after the DPD verdict");
+        } else {
+            // "hold": nothing is sent until traffic asks for the tunnel.
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(
+                !initiated_since_verdict(&lab),
+                "negotiated again without traffic:\n{}",
+                lab.gateway_log()
+            );
+        }
 
         let out = run(Command::new(MATRIX_SH).args(["charon-restart", lab.var("LAB_DIR")]));
         assert!(
@@ -1131,6 +1145,32 @@ mod matrix {
             text(&out.stderr)
         );
         let back = Instant::now();
+        if action == "hold" {
+            // Still down with charon back: only traffic brings the tunnel up. Pings every
+            // 0.3 s for up to 8 s; the first ones start the negotiation and are not answered.
+            assert!(!lab.status().contains("tunnel lab: up"), "{}", lab.status());
+            let out = lab.in_ns(
+                "NS_HL",
+                &[
+                    "ping",
+                    "-c",
+                    "25",
+                    "-i",
+                    "0.3",
+                    "-W",
+                    "1",
+                    "-w",
+                    "8",
+                    "10.2.0.10",
+                ],
+            );
+            assert!(
+                out.status.success(),
+                "traffic did not bring the held tunnel back: {}",
+                text(&out.stdout)
+            );
+            assert!(initiated_since_verdict(&lab), "{}", lab.gateway_log());
+        }
         wait_up(&lab);
         eprintln!("tunnel back {:?} after charon restarted", back.elapsed());
         lab.ping("NS_HL", "10.2.0.10", "2").unwrap();
@@ -1334,7 +1374,13 @@ fn nat_traversal_with_strongswan_behind_a_masquerading_nat() {
 #[test]
 #[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
 fn dead_peer_detection_restart_brings_the_tunnel_back_when_strongswan_returns() {
-    matrix::dpd_restart();
+    matrix::dpd_action("dr", "restart");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan: run by scripts/test.sh"]
+fn dead_peer_detection_hold_brings_the_tunnel_back_on_traffic_when_strongswan_returns() {
+    matrix::dpd_action("dh", "hold");
 }
 
 #[test]
