@@ -217,28 +217,9 @@ impl IkeSa {
             Ok(c) => c,
             Err(e) => return Err((s, e)),
         };
-        let (g_xr, nr_b) = match (c.ke.clone(), c.nonce.clone()) {
-            (Some(k), Some(n)) => (k, n),
-            (None, _) => {
-                return Err((
-                    s,
-                    PeerMisbehaved::MissingPayload {
-                        message: "MM4",
-                        payload: "KE",
-                    }
-                    .into(),
-                ))
-            }
-            (_, None) => {
-                return Err((
-                    s,
-                    PeerMisbehaved::MissingPayload {
-                        message: "MM4",
-                        payload: "Nonce",
-                    }
-                    .into(),
-                ))
-            }
+        let (g_xr, nr_b) = match key_exchange_and_nonce(&c, "MM4") {
+            Ok(v) => v,
+            Err(e) => return Err((s, e)),
         };
         let g_xy = match s.dh.shared_secret(&g_xr) {
             Ok(k) => k,
@@ -466,28 +447,9 @@ impl IkeSa {
             Ok(c) => c,
             Err(e) => return Err((s, e)),
         };
-        let (g_xi, ni_b) = match (c.ke.clone(), c.nonce.clone()) {
-            (Some(k), Some(n)) => (k, n),
-            (None, _) => {
-                return Err((
-                    s,
-                    PeerMisbehaved::MissingPayload {
-                        message: "MM3",
-                        payload: "KE",
-                    }
-                    .into(),
-                ))
-            }
-            (_, None) => {
-                return Err((
-                    s,
-                    PeerMisbehaved::MissingPayload {
-                        message: "MM3",
-                        payload: "Nonce",
-                    }
-                    .into(),
-                ))
-            }
+        let (g_xi, ni_b) = match key_exchange_and_nonce(&c, "MM3") {
+            Ok(v) => v,
+            Err(e) => return Err((s, e)),
         };
         let p = s.choice.proposal;
         let dh = DhPrivateKey::generate(p.group, &mut cx.rng);
@@ -689,4 +651,16 @@ impl IkeSa {
             e.into()
         }
     }
+}
+
+/// The KE and Nonce payload bodies of MM3 or MM4 (RFC 2409 section 5: both are required),
+/// or which one is missing.
+fn key_exchange_and_nonce(
+    c: &Contents,
+    message: &'static str,
+) -> Result<(Vec<u8>, Vec<u8>), Rejected> {
+    let missing = |payload| Rejected::from(PeerMisbehaved::MissingPayload { message, payload });
+    let ke = c.ke.clone().ok_or_else(|| missing("KE"))?;
+    let nonce = c.nonce.clone().ok_or_else(|| missing("Nonce"))?;
+    Ok((ke, nonce))
 }
