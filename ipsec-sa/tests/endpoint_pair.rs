@@ -2005,3 +2005,150 @@ fn forced_udp_encapsulation_without_a_nat_floats_and_encapsulates() {
     net.run_for(Duration::from_secs(5));
     assert_eq!(established(&net).0.encapsulation, Encapsulation::Tunnel);
 }
+
+/// Sets the commit bit (RFC 2408 section 3.1, flags bit 1 at offset 19) in the first
+/// Quick Mode message each side sends. The flags are outside HASH(1) and HASH(2), so
+/// this is what a peer that sets the bit itself puts on the wire: our responder, seeing
+/// it in QM1, confirms QM3 with CONNECTED, and our initiator, seeing it in QM2, must wait
+/// for that CONNECTED although it did not ask for it.
+fn peer_sets_commit_bit(drop_connected: bool) -> Filter {
+    let mut flipped = [false, false];
+    Box::new(move |_, side, d| {
+        let mut d = d.to_vec();
+        let quick = d.get(18) == Some(&32);
+        let informational = d.get(18) == Some(&5);
+        let i = usize::from(side == Side::Right);
+        if quick && !flipped[i] {
+            flipped[i] = true;
+            d[19] |= 0x02;
+        }
+        if drop_connected && informational && side == Side::Right && flipped[1] {
+            return vec![];
+        }
+        vec![d]
+    })
+}
+
+/// The exchange types of what one side sent, with the flags byte (offset 19).
+fn sent_types_and_flags(peer: &Peer) -> Vec<(u8, u8)> {
+    peer.sent.iter().map(|s| (s.3[18], s.3[19])).collect()
+}
+
+#[test]
+fn peer_commit_bit_in_qm2_holds_our_pair_until_connected() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 37);
+    net.filter = peer_sets_commit_bit(false);
+    net.initiate();
+
+    // Nine one-way trips: MM1..MM6, QM1, QM2, QM3. QM3 has reached the responder, which
+    // installed its pair and sent CONNECTED; our initiator, which did not ask for the
+    // commit bit, holds its pair back although it has every key.
+    net.run_for(9 * LATENCY + Duration::from_millis(1));
+    assert_eq!(children(&net.left.events).len(), 0);
+    assert_eq!(children(&net.right.events).len(), 1);
+    assert_eq!(
+        net.left.ep.tunnel_state(net.left.tunnel),
+        TunnelState::Phase1Up {
+            child_sas: 0,
+            quick_modes_in_progress: 1
+        }
+    );
+
+    // CONNECTED arrives one trip later: the pair is reported, keys mirrored.
+    net.run_for(10 * LATENCY + Duration::from_millis(1));
+    let (lp, _) = established(&net);
+    assert!(matches!(
+        net.left.events.as_slice(),
+        [Event::Phase1Established { .. }, Event::ChildSaEstablished { pair, .. }]
+            if pair.inbound.spi == lp.inbound.spi && pair.outbound.spi == lp.outbound.spi
+    ));
+    assert!(matches!(
+        net.right.events.as_slice(),
+        [
+            Event::Phase1Established { .. },
+            Event::ChildSaEstablished { .. }
+        ]
+    ));
+    // We sent QM1 without the commit bit; QM3 went once, nothing was retransmitted.
+    assert_eq!(
+        sent_types_and_flags(&net.left),
+        vec![(2, 0), (2, 0), (2, 1), (32, 1), (32, 1)]
+    );
+    assert_eq!(
+        sent_types_and_flags(&net.right),
+        vec![(2, 0), (2, 0), (2, 1), (32, 1), (5, 1)]
+    );
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.left.events.len(), 2, "{:?}", net.left.events);
+    assert_eq!(net.left.sent.len(), 5);
+}
+
+#[test]
+fn peer_commit_bit_in_qm2_without_connected_times_out_and_deletes_the_peers_pair() {
+    let (l, r) = tunnels("k", "k");
+    let mut net = Net::new(l, r, 38);
+    net.filter = peer_sets_commit_bit(true);
+    net.initiate();
+    net.run_for(Duration::from_secs(120));
+
+    // QM3 is our request while CONNECTED is awaited: sent at 0 s and resent after 1, 3,
+    // 7, 15 and 31 s (back-off 1 s doubling, 5 resends), each answered by a CONNECTED
+    // that is lost, except the last: the responder forgot the exchange 30 s after QM3
+    // (linger). 16 s after the last resend we give up and delete the pair the responder
+    // installed at QM3.
+    assert_eq!(
+        sent_types_and_flags(&net.left),
+        [(2, 0), (2, 0), (2, 1), (32, 1)]
+            .into_iter()
+            .chain([(32, 1); 6])
+            .chain([(5, 1)])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sent_types_and_flags(&net.right),
+        [(2, 0), (2, 0), (2, 1), (32, 1)]
+            .into_iter()
+            .chain([(5, 1); 5])
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        matches!(
+            net.left.events.as_slice(),
+            [
+                Event::Phase1Established { .. },
+                Event::Failed {
+                    reason: FailureReason::Timeout {
+                        awaiting: "CONNECTED",
+                        sent: 6
+                    },
+                    ..
+                }
+            ]
+        ),
+        "{:?}",
+        net.left.events
+    );
+    let installed = children(&net.right.events)[0].clone();
+    assert!(
+        matches!(
+            net.right.events.as_slice(),
+            [
+                Event::Phase1Established { .. },
+                Event::ChildSaEstablished { .. },
+                Event::ChildSaDeleted { inbound_spi, outbound_spi, .. }
+            ] if *inbound_spi == installed.inbound.spi && *outbound_spi == installed.outbound.spi
+        ),
+        "{:?}",
+        net.right.events
+    );
+    for peer in [&net.left, &net.right] {
+        assert_eq!(
+            peer.ep.tunnel_state(peer.tunnel),
+            TunnelState::Phase1Up {
+                child_sas: 0,
+                quick_modes_in_progress: 0
+            }
+        );
+    }
+}

@@ -1094,6 +1094,14 @@ impl IkeSa {
         true
     }
 
+    /// Resends the Quick Mode message awaiting an answer, or gives up after
+    /// `max_tries` resends with [`Event::Failed`] (`Timeout`).
+    ///
+    /// Giving up while awaiting CONNECTED (RFC 2408 section 3.1: the side that did not
+    /// set the commit bit waits for it before using the SA) also sends a Delete for the
+    /// pair (RFC 2408 section 3.15): the peer installed it when QM3 arrived, and without
+    /// the Delete it would keep sending on an SA we never installed until its lifetime
+    /// ends. A peer that never got QM3 ignores the Delete for an SPI it does not know.
     pub(super) fn retransmit_quick_mode(&mut self, cx: &mut Cx<'_>, m: u32) {
         let max = cx.config.retransmit.max_tries;
         let am3 = self.am3_to_resend();
@@ -1105,10 +1113,10 @@ impl IkeSa {
         };
         if r.sent > max {
             let sent = r.sent;
-            let awaiting = match qm.state {
-                QmState::ExpectQm2(_) => "QM2",
-                QmState::ExpectConnected(_) => "CONNECTED",
-                _ => "QM3",
+            let (awaiting, installed_by_peer) = match &qm.state {
+                QmState::ExpectQm2(_) => ("QM2", None),
+                QmState::ExpectConnected(s) => ("CONNECTED", Some(s.pair.inbound.spi)),
+                _ => ("QM3", None),
             };
             qm.abandon(cx);
             self.timers
@@ -1119,6 +1127,9 @@ impl IkeSa {
                 awaiting,
                 "Quick Mode timed out",
             );
+            if let Some(inbound) = installed_by_peer {
+                self.send_esp_delete(cx, inbound);
+            }
             cx.event(Event::Failed {
                 tunnel: self.tunnel,
                 reason: FailureReason::Timeout { awaiting, sent },
