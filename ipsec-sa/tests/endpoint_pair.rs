@@ -6,297 +6,34 @@
     reason = "test helpers: a failed step should stop the test with its message"
 )]
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{
+    addr, assert_mirrored, children, drop_when, established, failures, subnet, tunnels, Filter,
+    Net, Peer, Side, LATENCY,
+};
 use ipsec_crypto::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm, SecretBytes};
-use ipsec_sa::child::{ChildSaPair, Encapsulation};
+use ipsec_sa::child::Encapsulation;
 use ipsec_sa::endpoint::{
     DpdAction, DpdConfig, Endpoint, EndpointConfig, Event, FailureReason, Identity, Phase1Mode,
-    Phase1Proposal, Phase2Proposal, TunnelConfig, TunnelId, TunnelState,
+    Phase1Proposal, Phase2Proposal, TunnelConfig, TunnelState,
 };
 use ipsec_sa::selector::TrafficSelector;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-const LATENCY: Duration = Duration::from_millis(5);
-
 /// What the initiator reports when the responder refuses every proposal.
 const NO_PROPOSAL_CHOSEN: &str =
     "peer reported NO-PROPOSAL-CHOSEN (14): none of our proposals is acceptable to the peer";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn subnet(s: &str, len: u8) -> TrafficSelector {
-    TrafficSelector::from_cidr(s.parse().unwrap(), len).unwrap()
-}
-
-/// Left: 192.0.2.1, protects 10.1.0.0/24. Right: 192.0.2.2, protects 10.2.0.0/24.
-fn tunnels(psk_left: &str, psk_right: &str) -> (TunnelConfig, TunnelConfig) {
-    let left = TunnelConfig::new(
-        "left",
-        addr("192.0.2.1:500"),
-        addr("192.0.2.2:500"),
-        SecretBytes::from_slice(psk_left.as_bytes()),
-        subnet("10.1.0.0", 24),
-        subnet("10.2.0.0", 24),
-    );
-    let right = TunnelConfig::new(
-        "right",
-        addr("192.0.2.2:500"),
-        addr("192.0.2.1:500"),
-        SecretBytes::from_slice(psk_right.as_bytes()),
-        subnet("10.2.0.0", 24),
-        subnet("10.1.0.0", 24),
-    );
-    (left, right)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Left,
-    Right,
-}
-
-struct Datagram {
-    at: Instant,
-    to: Side,
-    /// As the receiver sees them.
-    local: SocketAddr,
-    remote: SocketAddr,
-    payload: Vec<u8>,
-}
-
-struct Peer {
-    ep: Endpoint,
-    tunnel: TunnelId,
-    events: Vec<Event>,
-    sent: Vec<(SocketAddr, SocketAddr, bool, Vec<u8>)>,
-}
-
-/// Decides what the network delivers for one datagram: nothing, it, copies, or extras.
-type Filter = Box<dyn FnMut(usize, Side, &[u8]) -> Vec<Vec<u8>>>;
-
-/// The network: latency, an optional NAT in front of the left side, and a filter that may
-/// drop, duplicate or corrupt each datagram by its sequence number.
-struct Net {
-    start: Instant,
-    now: Instant,
-    left: Peer,
-    right: Peer,
-    queue: VecDeque<Datagram>,
-    /// Left's private address -> the public one the right side sees.
-    nat: Option<(SocketAddr, SocketAddr, SocketAddr, SocketAddr)>,
-    sequence: usize,
-    filter: Filter,
-}
-
-impl Net {
-    fn new(left: TunnelConfig, right: TunnelConfig, seed: u64) -> Self {
-        Self::with_config(left, right, seed, EndpointConfig::default())
-    }
-
-    fn with_config(
-        left: TunnelConfig,
-        right: TunnelConfig,
-        seed: u64,
-        config: EndpointConfig,
-    ) -> Self {
-        let mut l = Endpoint::new(config.clone(), Box::new(ChaCha20Rng::seed_from_u64(seed)));
-        let mut r = Endpoint::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed + 1000)));
-        let lt = l.add_tunnel(left).unwrap();
-        let rt = r.add_tunnel(right).unwrap();
-        let start = Instant::now();
-        Self {
-            start,
-            now: start,
-            left: Peer {
-                ep: l,
-                tunnel: lt,
-                events: Vec::new(),
-                sent: Vec::new(),
-            },
-            right: Peer {
-                ep: r,
-                tunnel: rt,
-                events: Vec::new(),
-                sent: Vec::new(),
-            },
-            queue: VecDeque::new(),
-            nat: None,
-            sequence: 0,
-            filter: Box::new(|_, _, d| vec![d.to_vec()]),
-        }
-    }
-
-    fn peer(&mut self, side: Side) -> &mut Peer {
-        match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
-        }
-    }
-
-    /// Moves every pending transmit into the network and every event into the log.
-    fn collect(&mut self) {
-        for side in [Side::Left, Side::Right] {
-            while let Some(t) = self.peer(side).ep.poll_transmit() {
-                let keepalive = t.payload == [0xff];
-                assert_eq!(
-                    t.non_esp_marker,
-                    t.local.port() == 4500 && !keepalive,
-                    "the non-ESP marker goes with IKE on port 4500"
-                );
-                self.peer(side)
-                    .sent
-                    .push((t.local, t.remote, t.non_esp_marker, t.payload.clone()));
-                let (mut src, dst) = (t.local, t.remote);
-                let mut dst_seen = dst;
-                if let Some((private500, public500, private4500, public4500)) = self.nat {
-                    match side {
-                        Side::Left if src == private500 => src = public500,
-                        Side::Left if src == private4500 => src = public4500,
-                        Side::Right if dst == public500 => dst_seen = private500,
-                        Side::Right if dst == public4500 => dst_seen = private4500,
-                        _ => {}
-                    }
-                }
-                let to = match side {
-                    Side::Left => Side::Right,
-                    Side::Right => Side::Left,
-                };
-                self.sequence += 1;
-                for payload in (self.filter)(self.sequence, side, &t.payload) {
-                    self.queue.push_back(Datagram {
-                        at: self.now + LATENCY,
-                        to,
-                        local: dst_seen,
-                        remote: src,
-                        payload,
-                    });
-                }
-            }
-            while let Some(e) = self.peer(side).ep.poll_event() {
-                self.peer(side).events.push(e);
-            }
-        }
-    }
-
-    /// Runs until nothing is in flight and no timer is due before `limit` from the start.
-    fn run_for(&mut self, limit: Duration) {
-        let end = self.start + limit;
-        loop {
-            self.collect();
-            let timer = [self.left.ep.poll_timeout(), self.right.ep.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            let next_packet = self.queue.front().map(|d| d.at);
-            let next = match (next_packet, timer) {
-                (Some(p), Some(t)) => p.min(t),
-                (Some(p), None) => p,
-                (None, Some(t)) => t,
-                (None, None) => break,
-            };
-            if next > end {
-                break;
-            }
-            self.now = self.now.max(next);
-            if next_packet == Some(next) {
-                let d = self.queue.pop_front().unwrap();
-                let now = self.now;
-                self.peer(d.to)
-                    .ep
-                    .handle_datagram(now, d.local, d.remote, &d.payload);
-            } else {
-                let now = self.now;
-                self.left.ep.handle_timeout(now);
-                self.right.ep.handle_timeout(now);
-            }
-        }
-        self.now = self.now.max(end.min(self.now + Duration::from_secs(0)));
-    }
-
-    fn initiate(&mut self) {
-        let now = self.now;
-        let t = self.left.tunnel;
-        self.left.ep.initiate(t, now).unwrap();
-    }
-}
-
-fn children(events: &[Event]) -> Vec<&ChildSaPair> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ChildSaEstablished { pair, .. } => Some(pair),
-            _ => None,
-        })
-        .collect()
-}
-
-fn failures(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Failed { reason, .. } => Some(reason.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Both sides' pairs mirror each other: my inbound is your outbound, key for key.
-fn assert_mirrored(a: &ChildSaPair, b: &ChildSaPair) {
-    assert_eq!(a.inbound.spi, b.outbound.spi);
-    assert_eq!(a.outbound.spi, b.inbound.spi);
-    assert_ne!(a.inbound.spi, a.outbound.spi);
-    assert!(a
-        .inbound
-        .encryption_key
-        .ct_eq(b.outbound.encryption_key.expose()));
-    assert!(a
-        .inbound
-        .integrity_key
-        .ct_eq(b.outbound.integrity_key.expose()));
-    assert!(a
-        .outbound
-        .encryption_key
-        .ct_eq(b.inbound.encryption_key.expose()));
-    assert!(a
-        .outbound
-        .integrity_key
-        .ct_eq(b.inbound.integrity_key.expose()));
-    assert!(!a
-        .inbound
-        .encryption_key
-        .ct_eq(a.outbound.encryption_key.expose()));
-    assert_eq!(
-        a.inbound.encryption_key.len(),
-        a.inbound.encryption.key_len()
-    );
-    assert_eq!(a.inbound.integrity_key.len(), a.inbound.integrity.key_len());
-    assert_eq!(a.local_ts, b.remote_ts);
-    assert_eq!(a.remote_ts, b.local_ts);
-    assert_eq!(a.encapsulation, b.encapsulation);
-    assert_eq!(a.hard_lifetime, b.hard_lifetime);
-}
-
-fn established(net: &Net) -> (ChildSaPair, ChildSaPair) {
-    let l = children(&net.left.events);
-    let r = children(&net.right.events);
-    assert_eq!(l.len(), 1, "left events: {:?}", net.left.events);
-    assert_eq!(r.len(), 1, "right events: {:?}", net.right.events);
-    assert_mirrored(l[0], r[0]);
-    (l[0].clone(), r[0].clone())
-}
 
 #[test]
 fn main_mode_and_quick_mode_aes128_sha1_modp2048() {
     let (l, r) = tunnels("interop-test-psk-0123456789", "interop-test-psk-0123456789");
     let mut net = Net::new(l, r, 1);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
 
     let (lp, rp) = established(&net);
     assert_eq!(lp.encapsulation, Encapsulation::Tunnel);
@@ -315,11 +52,11 @@ fn main_mode_and_quick_mode_aes128_sha1_modp2048() {
     // are encrypted (flags bit 0 at offset 19).
     assert_eq!(net.left.sent.len(), 5);
     assert_eq!(net.right.sent.len(), 4);
-    let flags: Vec<u8> = net.left.sent.iter().map(|s| s.3[19]).collect();
+    let flags: Vec<u8> = net.left.sent.iter().map(|s| s.payload[19]).collect();
     assert_eq!(flags, vec![0, 0, 1, 1, 1]);
     // Main Mode first message: exchange type 2, SA then four vendor IDs.
-    assert_eq!(net.left.sent[0].3[18], 2);
-    assert_eq!(net.left.sent[0].3[16], 1);
+    assert_eq!(net.left.sent[0].payload[18], 2);
+    assert_eq!(net.left.sent[0].payload[16], 1);
     let phase1_up = net
         .left
         .events
@@ -352,7 +89,7 @@ fn main_mode_and_quick_mode_aes128_sha1_modp2048() {
     assert_eq!(cky_l, cky_r);
     assert_eq!(ka_l.len(), 16);
     assert!(ka_l.ct_eq(ka_r.expose()));
-    assert_eq!(&net.left.sent[0].3[..8], &cky_l);
+    assert_eq!(&net.left.sent[0].payload[..8], &cky_l);
 }
 
 #[test]
@@ -369,7 +106,7 @@ fn nat_in_front_of_initiator_floats_to_4500_and_uses_udp_encapsulation() {
         addr("198.51.100.254:40002"),
     ));
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
 
     let (lp, rp) = established(&net);
     assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel);
@@ -379,7 +116,12 @@ fn nat_in_front_of_initiator_floats_to_4500_and_uses_udp_encapsulation() {
     assert_eq!(rp.remote, addr("198.51.100.254:40002"));
     assert_eq!(rp.local, addr("192.0.2.2:4500"));
     // MM1 and MM3 on 500, MM5 on from 4500 with the marker.
-    let ports: Vec<(u16, bool)> = net.left.sent.iter().map(|s| (s.0.port(), s.2)).collect();
+    let ports: Vec<(u16, bool)> = net
+        .left
+        .sent
+        .iter()
+        .map(|s| (s.local.port(), s.non_esp_marker))
+        .collect();
     assert_eq!(
         ports,
         vec![
@@ -392,16 +134,16 @@ fn nat_in_front_of_initiator_floats_to_4500_and_uses_udp_encapsulation() {
     );
 
     // Behind the NAT, the left side keeps its mapping open every 20 s (RFC 3948).
-    net.run_for(Duration::from_secs(65));
+    net.run_until(Duration::from_secs(65));
     let keepalives: Vec<(u16, bool)> = net
         .left
         .sent
         .iter()
-        .filter(|s| s.3 == [0xff])
-        .map(|s| (s.0.port(), s.2))
+        .filter(|s| s.payload == [0xff])
+        .map(|s| (s.local.port(), s.non_esp_marker))
         .collect();
     assert_eq!(keepalives, vec![(4500, false); 3]);
-    assert!(!net.right.sent.iter().any(|s| s.3 == [0xff]));
+    assert!(!net.right.sent.iter().any(|s| s.payload == [0xff]));
 }
 
 #[test]
@@ -429,7 +171,7 @@ fn every_phase1_cipher_and_hash_with_groups_2_and_14() {
                 seed += 1;
                 let mut net = Net::new(l, r, seed as u64);
                 net.initiate();
-                net.run_for(Duration::from_secs(5));
+                net.run_until(Duration::from_secs(5));
                 let (lp, _) = established(&net);
                 assert_eq!(lp.inbound.encryption, encryption, "{p:?}");
                 assert_eq!(lp.inbound.integrity, p2.integrity, "{p:?}");
@@ -469,7 +211,7 @@ fn phase1_matrix(mode: Phase1Mode, groups: &[DhGroup], seed: u64) -> usize {
                 r.phase1.proposals = vec![Phase1Proposal::default(), p];
                 let mut net = Net::new(l, r, seed + runs as u64);
                 net.initiate();
-                net.run_for(Duration::from_secs(5));
+                net.run_until(Duration::from_secs(5));
 
                 let what = format!("{mode:?} {p:?}");
                 assert!(failures(&net.left.events).is_empty(), "{what}");
@@ -549,7 +291,7 @@ fn without_pfs_keys_still_mirror() {
     r.phase2.pfs_group = None;
     let mut net = Net::new(l, r, 3);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     established(&net);
 }
 
@@ -562,7 +304,7 @@ fn rejects_phase1_proposal_mismatch_with_no_proposal_chosen() {
     }];
     let mut net = Net::new(l, r, 4);
     net.initiate();
-    net.run_for(Duration::from_secs(60));
+    net.run_until(Duration::from_secs(60));
 
     assert!(children(&net.left.events).is_empty());
     let right = failures(&net.right.events);
@@ -584,7 +326,7 @@ fn rejects_phase2_proposal_mismatch() {
     }];
     let mut net = Net::new(l, r, 5);
     net.initiate();
-    net.run_for(Duration::from_secs(60));
+    net.run_until(Duration::from_secs(60));
 
     assert!(children(&net.left.events).is_empty());
     assert!(children(&net.right.events).is_empty());
@@ -599,7 +341,7 @@ fn rejects_wrong_psk_and_says_so() {
     let (l, r) = tunnels("left-secret", "right-secret");
     let mut net = Net::new(l, r, 6);
     net.initiate();
-    net.run_for(Duration::from_secs(60));
+    net.run_until(Duration::from_secs(60));
 
     assert!(children(&net.left.events).is_empty());
     let right = failures(&net.right.events);
@@ -624,28 +366,10 @@ fn lost_messages_are_retransmitted() {
     // 5th (the first MM5) and 8th (QM3).
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 7);
-    let mut left_n = 0;
-    let mut right_n = 0;
-    net.filter = Box::new(move |_, side, d| {
-        let n = match side {
-            Side::Left => {
-                left_n += 1;
-                left_n
-            }
-            Side::Right => {
-                right_n += 1;
-                right_n
-            }
-        };
-        let drop = matches!((side, n), (Side::Right, 1) | (Side::Left, 3 | 5 | 8));
-        if drop {
-            vec![]
-        } else {
-            vec![d.to_vec()]
-        }
-    });
+    net.filter =
+        drop_when(|side, k| matches!((side, k), (Side::Right, 1) | (Side::Left, 3 | 5 | 8)));
     net.initiate();
-    net.run_for(Duration::from_secs(30));
+    net.run_until(Duration::from_secs(30));
     established(&net);
     // MM1, MM3 and MM5 twice each, QM1, QM3 twice (after the responder resent QM2).
     assert_eq!(net.left.sent.len(), 9);
@@ -659,12 +383,12 @@ fn lost_messages_are_retransmitted() {
 fn duplicated_messages_get_the_same_answer_and_change_nothing() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 8);
-    net.filter = Box::new(|_, _, d| vec![d.to_vec(), d.to_vec()]);
+    net.filter = Box::new(|_, _, d, _| vec![d.to_vec(), d.to_vec()]);
     net.initiate();
-    net.run_for(Duration::from_secs(30));
+    net.run_until(Duration::from_secs(30));
     established(&net);
     // Each of right's answers is sent again for the duplicate request (MM2, MM4, MM6, QM2).
-    let right: Vec<&Vec<u8>> = net.right.sent.iter().map(|s| &s.3).collect();
+    let right: Vec<&Vec<u8>> = net.right.sent.iter().map(|s| &s.payload).collect();
     assert_eq!(right.len(), 8, "{}", right.len());
     assert_eq!(right[0], right[1]);
     assert_eq!(right[6], right[7]);
@@ -675,7 +399,7 @@ fn garbage_between_valid_messages_is_ignored() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 9);
     let mut rng = ChaCha20Rng::seed_from_u64(99);
-    net.filter = Box::new(move |_, _, d| {
+    net.filter = Box::new(move |_, _, d, _| {
         let mut random = vec![0u8; 60];
         rng.fill_bytes(&mut random);
         // Random bytes, a truncated copy (same cookies), then the real message; for
@@ -691,7 +415,7 @@ fn garbage_between_valid_messages_is_ignored() {
         out
     });
     net.initiate();
-    net.run_for(Duration::from_secs(30));
+    net.run_until(Duration::from_secs(30));
     established(&net);
 }
 
@@ -700,11 +424,11 @@ fn shutdown_deletes_child_and_isakmp_sa_at_the_peer() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 11);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, _) = established(&net);
     let now = net.now;
     net.left.ep.shutdown(now);
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
 
     let deleted: Vec<(u32, u32)> = net
         .right
@@ -742,7 +466,7 @@ fn dpd_probes_are_answered_and_a_silent_peer_is_declared_dead() {
     });
     let mut net = Net::new(l, r, 12);
     net.initiate();
-    net.run_for(Duration::from_secs(60));
+    net.run_until(Duration::from_secs(60));
     established(&net);
     assert!(!net
         .left
@@ -754,14 +478,8 @@ fn dpd_probes_are_answered_and_a_silent_peer_is_declared_dead() {
     assert_eq!(net.right.sent.len() - 4, probes, "every probe answered");
 
     // Now the right side goes silent.
-    net.filter = Box::new(|_, side, d| {
-        if side == Side::Right {
-            vec![]
-        } else {
-            vec![d.to_vec()]
-        }
-    });
-    net.run_for(Duration::from_secs(150));
+    net.filter = drop_when(|side, _| side == Side::Right);
+    net.run_until(Duration::from_secs(150));
     assert!(net
         .left
         .events
@@ -787,25 +505,19 @@ fn dpd_restart_renegotiates_when_the_peer_comes_back() {
     });
     let mut net = Net::new(l, r, 21);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     established(&net);
 
     // The right side is unreachable for a while, then back.
-    net.filter = Box::new(|_, side, d| {
-        if side == Side::Right {
-            vec![]
-        } else {
-            vec![d.to_vec()]
-        }
-    });
-    net.run_for(Duration::from_secs(60));
+    net.filter = drop_when(|side, _| side == Side::Right);
+    net.run_until(Duration::from_secs(60));
     assert!(net
         .left
         .events
         .iter()
         .any(|e| matches!(e, Event::PeerDead { .. })));
-    net.filter = Box::new(|_, _, d| vec![d.to_vec()]);
-    net.run_for(Duration::from_secs(100));
+    net.filter = Box::new(|_, _, d, _| vec![d.to_vec()]);
+    net.run_until(Duration::from_secs(100));
     assert_eq!(children(&net.left.events).len(), 2);
     assert!(matches!(
         net.left.ep.tunnel_state(net.left.tunnel),
@@ -818,18 +530,9 @@ fn quick_mode_timeout_is_reported() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 13);
     // Drop everything the right side sends after MM6 (its 4th message).
-    let mut n = 0;
-    net.filter = Box::new(move |_, side, d| {
-        if side == Side::Right {
-            n += 1;
-            if n > 3 {
-                return vec![];
-            }
-        }
-        vec![d.to_vec()]
-    });
+    net.filter = drop_when(|side, k| side == Side::Right && k > 3);
     net.initiate();
-    net.run_for(Duration::from_secs(120));
+    net.run_until(Duration::from_secs(120));
     assert_eq!(
         failures(&net.left.events),
         vec!["no answer from peer: waited for QM2 after sending our last message 6 times"]
@@ -848,7 +551,7 @@ fn child_sa_is_rekeyed_before_expiry_and_the_old_pair_deleted() {
     r.phase2.lifetime = Duration::from_secs(100);
     let mut net = Net::new(l, r, 14);
     net.initiate();
-    net.run_for(Duration::from_secs(150));
+    net.run_until(Duration::from_secs(150));
 
     // The initiator replaces the pair at 90 s; both sides drop the first one at 100 s.
     let l_pairs = children(&net.left.events);
@@ -887,7 +590,7 @@ fn phase1_is_renewed_before_expiry_and_esp_sas_survive() {
     l.phase1.lifetime = Duration::from_secs(200);
     let mut net = Net::new(l, r, 15);
     net.initiate();
-    net.run_for(Duration::from_secs(250));
+    net.run_until(Duration::from_secs(250));
 
     let up = |e: &Event| matches!(e, Event::Phase1Established { .. });
     let down = |e: &Event| matches!(e, Event::Phase1Deleted { .. });
@@ -921,7 +624,7 @@ fn phase1_is_renewed_before_expiry_and_esp_sas_survive() {
     );
 
     // The pair's replacement runs on the newer ISAKMP SA.
-    net.run_for(Duration::from_secs(3_300));
+    net.run_until(Duration::from_secs(3_300));
     assert_eq!(children(&net.left.events).len(), 2);
     assert_eq!(children(&net.right.events).len(), 2);
     assert_mirrored(
@@ -935,19 +638,13 @@ fn initial_contact_from_a_restarted_peer_drops_stale_sas() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l.clone(), r, 16);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (_, old_right) = established(&net);
 
     // The left gateway restarts: new endpoint, same tunnel, INITIAL-CONTACT in MM5.
-    let mut fresh = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(ChaCha20Rng::seed_from_u64(77)),
-    );
-    net.left.tunnel = fresh.add_tunnel(l).unwrap();
-    net.left.ep = fresh;
-    net.left.events.clear();
+    net.replace_endpoint(Side::Left, l, 77);
     net.initiate();
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
 
     let deleted: Vec<u32> = net
         .right
@@ -1000,7 +697,7 @@ mod corruption {
                 t.phase2.pfs_group = Some(DhGroup::Modp1024);
             }
             let mut net = Net::new(l, r, seed);
-            net.filter = Box::new(move |n, _, d| {
+            net.filter = Box::new(move |n, _, d, _| {
                 if n != victim {
                     return vec![d.to_vec()];
                 }
@@ -1016,7 +713,7 @@ mod corruption {
                 vec![bad]
             });
             net.initiate();
-            net.run_for(Duration::from_secs(120));
+            net.run_until(Duration::from_secs(120));
             let lc = children(&net.left.events);
             let rc = children(&net.right.events);
             prop_assert!(lc.len() <= 1 && rc.len() <= 2);
@@ -1052,7 +749,7 @@ fn aggressive_mode_with_fqdn_identities_and_nat() {
         addr("198.51.100.254:40002"),
     ));
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
 
     let (lp, rp) = established(&net);
     assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel);
@@ -1062,8 +759,8 @@ fn aggressive_mode_with_fqdn_identities_and_nat() {
         .left
         .sent
         .iter()
-        .filter(|s| s.3.len() > 1)
-        .map(|s| (s.0.port(), s.3[18], s.3[19]))
+        .filter(|s| s.payload.len() > 1)
+        .map(|s| (s.local.port(), s.payload[18], s.payload[19]))
         .collect();
     assert_eq!(
         sent,
@@ -1077,7 +774,7 @@ fn rejects_aggressive_mode_when_main_mode_is_configured() {
     l.phase1.mode = Phase1Mode::Aggressive;
     let mut net = Net::new(l, r, 18);
     net.initiate();
-    net.run_for(Duration::from_secs(60));
+    net.run_until(Duration::from_secs(60));
     assert!(children(&net.left.events).is_empty());
     assert!(net.right.sent.is_empty(), "the responder never answers AM1");
     assert_eq!(
@@ -1092,9 +789,9 @@ fn initiate_is_idempotent_while_a_pair_exists_or_is_negotiated() {
     let mut net = Net::new(l, r, 19);
     net.initiate();
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     net.initiate();
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
     established(&net);
     assert_eq!(net.left.sent.len(), 5, "one Main Mode, one Quick Mode");
 }
@@ -1108,10 +805,10 @@ fn half_open_limit_drops_further_first_messages() {
     };
     let mut net = Net::with_config(l, r, 20, config);
     // Hold back everything after MM1, then replay MM1 with a different initiator cookie.
-    net.filter = Box::new(|n, _, d| if n == 1 { vec![d.to_vec()] } else { vec![] });
+    net.filter = Box::new(|n, _, d, _| if n == 1 { vec![d.to_vec()] } else { vec![] });
     net.initiate();
-    net.run_for(Duration::from_millis(20));
-    let mm1 = net.left.sent[0].3.clone();
+    net.run_until(Duration::from_millis(20));
+    let mm1 = net.left.sent[0].payload.clone();
     let mut other = mm1.clone();
     other[0] ^= 1;
     let now = net.now;
@@ -1129,10 +826,10 @@ fn half_open_limit_drops_further_first_messages() {
 fn a_peer_starting_on_port_4500_is_answered_there_with_the_marker() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 22);
-    net.filter = Box::new(|_, _, _| vec![]);
+    net.filter = Box::new(|_, _, _, _| vec![]);
     net.initiate();
-    net.run_for(Duration::from_millis(1));
-    let mm1 = net.left.sent[0].3.clone();
+    net.run_until(Duration::from_millis(1));
+    let mm1 = net.left.sent[0].payload.clone();
     let now = net.now;
     net.right
         .ep
@@ -1163,7 +860,7 @@ fn draft_nat_t_peer_gets_draft_code_points() {
         addr("192.0.2.1:4500"),
         addr("198.51.100.254:40002"),
     ));
-    net.filter = Box::new(|n, _, d| {
+    net.filter = Box::new(|n, _, d, _| {
         let mut d = d.to_vec();
         if n == 1 {
             let at = d.windows(16).position(|w| w == RFC3947).unwrap();
@@ -1172,13 +869,13 @@ fn draft_nat_t_peer_gets_draft_code_points() {
         vec![d]
     });
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, rp) = established(&net);
     assert_eq!(lp.encapsulation, Encapsulation::UdpTunnel);
     assert_eq!(rp.remote, addr("198.51.100.254:40002"));
 
     // MM3's payload chain: KE, Nonce, then two NAT-D payloads of the draft's type 130.
-    let mm3 = &net.left.sent[1].3;
+    let mm3 = &net.left.sent[1].payload;
     let msg = ipsec_proto::isakmp::Message::parse(mm3).unwrap();
     let types: Vec<u8> = msg
         .payloads()
@@ -1210,7 +907,7 @@ fn ipv6_outer_and_inner_addresses() {
     );
     let mut net = Net::new(l, r, 24);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, _) = established(&net);
     assert_eq!(lp.local_ts, sub6("2001:db8:1::"));
     assert_eq!(lp.remote, addr("[2001:db8::2]:500"));
@@ -1226,7 +923,7 @@ fn one_pair_per_subnet_combination_each_rekeyed_on_its_own() {
     r.phase2.lifetime = Duration::from_secs(100);
     let mut net = Net::new(l, r, 25);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
 
     let selectors = |events: &[Event]| -> Vec<String> {
         children(events)
@@ -1245,7 +942,7 @@ fn one_pair_per_subnet_combination_each_rekeyed_on_its_own() {
     assert_mirrored(l_pairs[1], r_pairs[1]);
 
     // Each pair is replaced for its own selectors.
-    net.run_for(Duration::from_secs(150));
+    net.run_until(Duration::from_secs(150));
     assert_eq!(
         selectors(&net.left.events),
         vec![
@@ -1278,7 +975,7 @@ fn a_replayed_clear_message_does_not_end_main_mode() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 26);
     let mut first: [Option<Vec<u8>>; 2] = [None, None];
-    net.filter = Box::new(move |_, side, d| {
+    net.filter = Box::new(move |_, side, d, _| {
         let i = usize::from(side == Side::Right);
         let encrypted = d[19] & 1 == 1;
         match (&first[i], encrypted) {
@@ -1291,7 +988,7 @@ fn a_replayed_clear_message_does_not_end_main_mode() {
         }
     });
     net.initiate();
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
     established(&net);
     assert!(failures(&net.left.events).is_empty());
     assert!(failures(&net.right.events).is_empty());
@@ -1307,7 +1004,7 @@ fn quick_mode_overtaking_am3_is_held_until_am3_arrives() {
     // Hold AM3 (the left side's 2nd datagram) and deliver it right after QM1.
     let mut held: Option<Vec<u8>> = None;
     let mut n = 0;
-    net.filter = Box::new(move |_, side, d| {
+    net.filter = Box::new(move |_, side, d, _| {
         if side == Side::Right {
             return vec![d.to_vec()];
         }
@@ -1322,7 +1019,7 @@ fn quick_mode_overtaking_am3_is_held_until_am3_arrives() {
         }
     });
     net.initiate();
-    net.run_for(Duration::from_millis(900));
+    net.run_until(Duration::from_millis(900));
     established(&net);
     // Answered before any retransmission of QM1.
     assert_eq!(net.left.sent.len(), 4);
@@ -1355,14 +1052,14 @@ fn inbound_spis_come_from_the_allocator_and_go_back_to_it() {
         released: released.clone(),
     }));
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, rp) = established(&net);
     assert_eq!(lp.inbound.spi, 0x1000);
     assert_eq!(rp.outbound.spi, 0x1000);
 
     let now = net.now;
     net.left.ep.shutdown(now);
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
     assert_eq!(*released.lock().unwrap(), vec![0x1000]);
 }
 
@@ -1374,24 +1071,13 @@ fn lost_am3_is_sent_again_with_the_qm1_retransmission() {
     }
     let mut net = Net::new(l, r, 29);
     // AM3 is the left side's 2nd datagram; it is lost for good.
-    let mut n = 0;
-    net.filter = Box::new(move |_, side, d| {
-        if side == Side::Left {
-            n += 1;
-            if n == 2 {
-                return vec![];
-            }
-        }
-        vec![d.to_vec()]
-    });
+    net.filter = drop_when(|side, k| side == Side::Left && k == 2);
     net.initiate();
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
     established(&net);
     // The responder sent AM2 once (no retransmission: no amplification of spoofed AM1s);
     // the initiator sent AM3 again in front of its QM1 retransmission.
-    let am = |sent: &[(SocketAddr, SocketAddr, bool, Vec<u8>)]| {
-        sent.iter().filter(|s| s.3[18] == 4).count()
-    };
+    let am = |sent: &[common::Sent]| sent.iter().filter(|s| s.payload[18] == 4).count();
     assert_eq!(am(&net.right.sent), 1);
     assert_eq!(am(&net.left.sent), 3);
 }
@@ -1411,10 +1097,10 @@ fn a_flood_spoofing_one_peer_does_not_lock_out_another() {
     net.right.ep.add_tunnel(other).unwrap();
 
     // 50 MM1s "from" the other peer, each with its own cookie: 4 are answered.
-    net.filter = Box::new(|_, _, _| vec![]);
+    net.filter = Box::new(|_, _, _, _| vec![]);
     net.initiate();
-    net.run_for(Duration::from_millis(1));
-    let template = net.left.sent[0].3.clone();
+    net.run_until(Duration::from_millis(1));
+    let template = net.left.sent[0].payload.clone();
     let now = net.now;
     let mut answered = 0;
     for i in 0u8..50 {
@@ -1432,8 +1118,8 @@ fn a_flood_spoofing_one_peer_does_not_lock_out_another() {
     assert_eq!(answered, 4);
 
     // The real peer still gets through.
-    net.filter = Box::new(|_, _, d| vec![d.to_vec()]);
-    net.run_for(Duration::from_secs(10));
+    net.filter = Box::new(|_, _, d, _| vec![d.to_vec()]);
+    net.run_until(Duration::from_secs(10));
     established(&net);
 }
 
@@ -1446,7 +1132,7 @@ fn the_shorter_traffic_and_time_limits_win_through_responder_lifetime() {
     r.phase2.lifetime = Duration::from_secs(7_200);
     let mut net = Net::new(l, r, 31);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, _) = established(&net);
     assert_eq!(lp.hard_lifetime.seconds, Some(7_200));
     assert_eq!(lp.hard_lifetime.kilobytes, Some(50_000));
@@ -1459,9 +1145,9 @@ fn duplicated_aggressive_mode_messages_do_not_ping_pong() {
         t.phase1.mode = Phase1Mode::Aggressive;
     }
     let mut net = Net::new(l, r, 32);
-    net.filter = Box::new(|_, _, d| vec![d.to_vec(), d.to_vec()]);
+    net.filter = Box::new(|_, _, d, _| vec![d.to_vec(), d.to_vec()]);
     net.initiate();
-    net.run_for(Duration::from_secs(30));
+    net.run_until(Duration::from_secs(30));
     established(&net);
     // Every copy of a request gets one answer and no more: the right side's AM2 and QM2
     // each arrive 4 times (sent twice, each copy duplicated), so AM3 and QM3 go out 4
@@ -1500,7 +1186,7 @@ fn rekey_collision_ends_with_one_pair_at_both_ends() {
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 30);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, rp) = established(&net);
 
     // Both data planes report the soft traffic limit at the same instant: each end
@@ -1508,7 +1194,7 @@ fn rekey_collision_ends_with_one_pair_at_both_ends() {
     let now = net.now;
     net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
     net.right.ep.soft_lifetime_reached(rp.inbound.spi, now);
-    net.run_for(Duration::from_secs(15));
+    net.run_until(Duration::from_secs(15));
 
     // Two Quick Modes completed at each end; the loser was deleted, the old pair stays
     // until its hard lifetime.
@@ -1528,7 +1214,7 @@ fn rekey_collision_ends_with_one_pair_at_both_ends() {
 
     // The survivor alone is renewed later: after the old pair's hour, one pair per end,
     // and exactly one more Quick Mode happened (at 90 % of the survivor's life).
-    net.run_for(Duration::from_secs(3_600 + 5));
+    net.run_until(Duration::from_secs(3_600 + 5));
     assert_eq!(live_pairs(&net.left.events).len(), 1);
     assert_eq!(live_pairs(&net.right.events).len(), 1);
     assert_eq!(children(&net.left.events).len(), 4);
@@ -1542,14 +1228,14 @@ fn traffic_limits_rekey_then_delete_at_both_ends() {
     r.phase2.lifetime_kilobytes = Some(1_000);
     let mut net = Net::new(l, r, 31);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, _) = established(&net);
     assert_eq!(lp.hard_lifetime.kilobytes, Some(1_000));
 
     // Soft limit at the left: a replacement is negotiated at once.
     let now = net.now;
     net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
     assert_eq!(children(&net.left.events).len(), 2);
     assert_eq!(children(&net.right.events).len(), 2);
     assert_mirrored(
@@ -1561,7 +1247,7 @@ fn traffic_limits_rekey_then_delete_at_both_ends() {
     let now = net.now;
     net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
     net.left.ep.hard_lifetime_reached(lp.inbound.spi, now);
-    net.run_for(Duration::from_secs(15));
+    net.run_until(Duration::from_secs(15));
     assert_eq!(children(&net.left.events).len(), 2);
     assert_eq!(live_pairs(&net.left.events).len(), 1);
     assert_eq!(live_pairs(&net.right.events).len(), 1);
@@ -1580,12 +1266,12 @@ fn esp_pair_outliving_its_isakmp_sa_is_deleted_under_the_newer_one() {
     r.phase1.lifetime = Duration::from_secs(60);
     let mut net = Net::new(l, r, 32);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (lp, rp) = established(&net);
 
     // The ISAKMP SA is renewed at 54 s and the first one expires at 60 s; the ESP pair
     // made under it lives on (RFC 2409 section 5.5: their lifetimes are independent).
-    net.run_for(Duration::from_secs(70));
+    net.run_until(Duration::from_secs(70));
     assert_eq!(
         count(&net.left.events, |e| matches!(
             e,
@@ -1603,7 +1289,7 @@ fn esp_pair_outliving_its_isakmp_sa_is_deleted_under_the_newer_one() {
     // peer finds the pair under the old one.
     let now = net.now;
     net.left.ep.hard_lifetime_reached(lp.inbound.spi, now);
-    net.run_for(Duration::from_secs(72));
+    net.run_until(Duration::from_secs(72));
     assert!(net.right.events.iter().any(|e| matches!(
         e,
         Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == rp.inbound.spi
@@ -1624,20 +1310,14 @@ fn dpd_recovers_from_a_peer_that_restarted_without_initiating() {
     });
     let mut net = Net::new(l, r.clone(), 33);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     established(&net);
 
     // The right gateway restarts and waits as a responder: our ESP now goes to SPIs it
     // does not know, nothing comes back, so DPD probes; the probes name cookies it does
     // not know either.
-    let mut fresh = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(ChaCha20Rng::seed_from_u64(78)),
-    );
-    net.right.tunnel = fresh.add_tunnel(r).unwrap();
-    net.right.ep = fresh;
-    net.right.events.clear();
-    net.run_for(Duration::from_secs(120));
+    net.replace_endpoint(Side::Right, r, 78);
+    net.run_until(Duration::from_secs(120));
 
     // The left side declared the peer dead, dropped its stale pair and negotiated a new
     // one with the restarted peer without anyone restarting it by hand.
@@ -1710,12 +1390,12 @@ fn a_full_day_of_rekeys_never_leaves_the_tunnel_without_a_pair() {
     }
     let mut net = Net::new(l, r, 34);
     net.initiate();
-    net.run_for(Duration::from_secs(2));
+    net.run_until(Duration::from_secs(2));
     let (mut lt, mut rt) = (PairTracker::default(), PairTracker::default());
     let mut max_counts = ((0, 0), (0, 0));
 
     for second in 3..=DAY {
-        net.run_for(Duration::from_secs(second));
+        net.run_until(Duration::from_secs(second));
         lt.update(&net.left.events);
         rt.update(&net.right.events);
         assert!(
@@ -1768,7 +1448,7 @@ fn a_full_day_of_rekeys_never_leaves_the_tunnel_without_a_pair() {
 
     // One more phase-1 lifetime with traffic but no forced rekeys: the tables settle.
     for second in DAY + 1..=DAY + 600 {
-        net.run_for(Duration::from_secs(second));
+        net.run_until(Duration::from_secs(second));
         lt.update(&net.left.events);
         rt.update(&net.right.events);
         assert!(lt.live.iter().any(|(i, o)| rt.live.contains(&(*o, *i))));
@@ -1793,25 +1473,16 @@ fn commit_bit_holds_the_pair_until_connected_even_when_connected_is_lost() {
     let mut net = Net::new(l, r, 35);
     // The right side's datagrams: MM2, MM4, MM6, QM2, CONNECTED. The first CONNECTED is
     // lost.
-    let mut from_right = 0;
-    net.filter = Box::new(move |_, side, d| {
-        if side == Side::Right {
-            from_right += 1;
-            if from_right == 5 {
-                return vec![];
-            }
-        }
-        vec![d.to_vec()]
-    });
+    net.filter = drop_when(|side, k| side == Side::Right && k == 5);
     net.initiate();
-    net.run_for(Duration::from_millis(500));
+    net.run_until(Duration::from_millis(500));
 
     // QM1 carries the commit bit beside the encryption bit; the responder installed its
     // pair at QM3 and confirmed with an Informational; the initiator still waits.
-    let qm1 = &net.left.sent[3].3;
+    let qm1 = &net.left.sent[3].payload;
     assert_eq!((qm1[18], qm1[19]), (32, 0x03));
     assert_eq!(
-        net.right.sent[4].3[18], 5,
+        net.right.sent[4].payload[18], 5,
         "CONNECTED travels in an Informational"
     );
     assert_eq!(children(&net.left.events).len(), 0);
@@ -1825,12 +1496,12 @@ fn commit_bit_holds_the_pair_until_connected_even_when_connected_is_lost() {
     );
 
     // QM3 is resent, the responder answers it with CONNECTED again, the pair is ready.
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
     established(&net);
     assert_eq!(net.left.sent.len(), 6, "MM1, MM3, MM5, QM1, QM3 twice");
-    assert_eq!(net.left.sent[4].3, net.left.sent[5].3);
+    assert_eq!(net.left.sent[4].payload, net.left.sent[5].payload);
     assert_eq!(net.right.sent.len(), 6);
-    assert_eq!(net.right.sent[5].3[18], 5);
+    assert_eq!(net.right.sent[5].payload[18], 5);
     assert!(failures(&net.left.events).is_empty());
 }
 
@@ -1856,19 +1527,13 @@ fn two_aggressive_mode_tunnels_to_one_peer_address_are_told_apart_by_identity() 
     let mut net = Net::new(la, ra, 36);
     let rb_id = net.right.ep.add_tunnel(rb.clone()).unwrap();
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     let (_, right_a) = established(&net);
 
     // A second gateway at the same address (e.g. behind the same NAT) with identity b.
-    let mut b = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(ChaCha20Rng::seed_from_u64(79)),
-    );
-    net.left.tunnel = b.add_tunnel(lb).unwrap();
-    net.left.ep = b;
-    net.left.events.clear();
+    net.replace_endpoint(Side::Left, lb, 79);
     net.initiate();
-    net.run_for(Duration::from_secs(10));
+    net.run_until(Duration::from_secs(10));
 
     // The right side chose tunnel b (its PSK and subnet) for the second peer and kept a.
     let l = children(&net.left.events);
@@ -1889,16 +1554,10 @@ fn two_aggressive_mode_tunnels_to_one_peer_address_are_told_apart_by_identity() 
     // An identity no tunnel expects is dropped without an answer.
     let (mut lc, _) = am_site("c", "key-a", "10.2.0.0");
     lc.phase1.local_id = Some(Identity::Fqdn("c.example".into()));
-    let mut c = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(ChaCha20Rng::seed_from_u64(80)),
-    );
-    net.left.tunnel = c.add_tunnel(lc).unwrap();
-    net.left.ep = c;
-    net.left.events.clear();
+    net.replace_endpoint(Side::Left, lc, 80);
     let answers = net.right.sent.len();
     net.initiate();
-    net.run_for(Duration::from_secs(12));
+    net.run_until(Duration::from_secs(12));
     assert_eq!(net.right.sent.len(), answers);
     assert!(children(&net.left.events).is_empty());
 }
@@ -1940,7 +1599,7 @@ fn rekey_collisions_at_any_offset_converge_on_one_pair() {
         }
         let mut net = Net::new(l, r, 500 + offset_ms);
         net.initiate();
-        net.run_for(Duration::from_secs(5));
+        net.run_until(Duration::from_secs(5));
         let (lp, rp) = established(&net);
 
         // A second after the pair was made (the network is idle until then).
@@ -1948,10 +1607,10 @@ fn rekey_collisions_at_any_offset_converge_on_one_pair() {
         let now = net.now;
         net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
         let start = net.now - net.start;
-        net.run_for(start + Duration::from_millis(offset_ms));
+        net.run_until(start + Duration::from_millis(offset_ms));
         let now = net.now;
         net.right.ep.soft_lifetime_reached(rp.inbound.spi, now);
-        net.run_for(start + Duration::from_secs(10));
+        net.run_until(start + Duration::from_secs(10));
         assert!(usable_pair(&net), "offset {offset_ms} ms");
         // The old pair and one new one, the same at both ends: no duplicate survives.
         let (ll, rl) = (live_pairs(&net.left.events), live_pairs(&net.right.events));
@@ -1961,7 +1620,7 @@ fn rekey_collisions_at_any_offset_converge_on_one_pair() {
         assert!(failures(&net.right.events).is_empty());
 
         // After the old pairs' lifetime, and with renewals running: one pair per end.
-        net.run_for(start + Duration::from_secs(600 + 10));
+        net.run_until(start + Duration::from_secs(600 + 10));
         let (ll, rl) = (live_pairs(&net.left.events), live_pairs(&net.right.events));
         assert_eq!(ll.len(), 1, "offset {offset_ms} ms: {ll:?} {rl:?}");
         assert_eq!(rl, vec![(ll[0].1, ll[0].0)], "offset {offset_ms} ms");
@@ -1985,7 +1644,7 @@ fn forced_udp_encapsulation_without_a_nat_floats_and_encapsulates() {
         }
         let mut net = Net::new(l, r, 37);
         net.initiate();
-        net.run_for(Duration::from_secs(5));
+        net.run_until(Duration::from_secs(5));
 
         let (lp, rp) = established(&net);
         let what = format!("force at left: {force_left}, {mode:?}");
@@ -1995,14 +1654,18 @@ fn forced_udp_encapsulation_without_a_nat_floats_and_encapsulates() {
         assert_eq!(rp.remote, addr("192.0.2.1:4500"), "{what}");
         // The last Quick Mode message travelled on 4500 with the marker.
         let last = net.left.sent.last().unwrap();
-        assert_eq!((last.0.port(), last.2), (4500, true), "{what}");
+        assert_eq!(
+            (last.local.port(), last.non_esp_marker),
+            (4500, true),
+            "{what}"
+        );
     }
 
     // Without the option and without a NAT: plain ESP.
     let (l, r) = tunnels("k", "k");
     let mut net = Net::new(l, r, 38);
     net.initiate();
-    net.run_for(Duration::from_secs(5));
+    net.run_until(Duration::from_secs(5));
     assert_eq!(established(&net).0.encapsulation, Encapsulation::Tunnel);
 }
 
@@ -2013,7 +1676,7 @@ fn forced_udp_encapsulation_without_a_nat_floats_and_encapsulates() {
 /// for that CONNECTED although it did not ask for it.
 fn peer_sets_commit_bit(drop_connected: bool) -> Filter {
     let mut flipped = [false, false];
-    Box::new(move |_, side, d| {
+    Box::new(move |_, side, d, _| {
         let mut d = d.to_vec();
         let quick = d.get(18) == Some(&32);
         let informational = d.get(18) == Some(&5);
@@ -2031,7 +1694,10 @@ fn peer_sets_commit_bit(drop_connected: bool) -> Filter {
 
 /// The exchange types of what one side sent, with the flags byte (offset 19).
 fn sent_types_and_flags(peer: &Peer) -> Vec<(u8, u8)> {
-    peer.sent.iter().map(|s| (s.3[18], s.3[19])).collect()
+    peer.sent
+        .iter()
+        .map(|s| (s.payload[18], s.payload[19]))
+        .collect()
 }
 
 #[test]
@@ -2044,7 +1710,7 @@ fn peer_commit_bit_in_qm2_holds_our_pair_until_connected() {
     // Nine one-way trips: MM1..MM6, QM1, QM2, QM3. QM3 has reached the responder, which
     // installed its pair and sent CONNECTED; our initiator, which did not ask for the
     // commit bit, holds its pair back although it has every key.
-    net.run_for(9 * LATENCY + Duration::from_millis(1));
+    net.run_until(9 * LATENCY + Duration::from_millis(1));
     assert_eq!(children(&net.left.events).len(), 0);
     assert_eq!(children(&net.right.events).len(), 1);
     assert_eq!(
@@ -2056,7 +1722,7 @@ fn peer_commit_bit_in_qm2_holds_our_pair_until_connected() {
     );
 
     // CONNECTED arrives one trip later: the pair is reported, keys mirrored.
-    net.run_for(10 * LATENCY + Duration::from_millis(1));
+    net.run_until(10 * LATENCY + Duration::from_millis(1));
     let (lp, _) = established(&net);
     assert!(matches!(
         net.left.events.as_slice(),
@@ -2079,7 +1745,7 @@ fn peer_commit_bit_in_qm2_holds_our_pair_until_connected() {
         sent_types_and_flags(&net.right),
         vec![(2, 0), (2, 0), (2, 1), (32, 1), (5, 1)]
     );
-    net.run_for(Duration::from_secs(60));
+    net.run_until(Duration::from_secs(60));
     assert_eq!(net.left.events.len(), 2, "{:?}", net.left.events);
     assert_eq!(net.left.sent.len(), 5);
 }
@@ -2090,7 +1756,7 @@ fn peer_commit_bit_in_qm2_without_connected_times_out_and_deletes_the_peers_pair
     let mut net = Net::new(l, r, 38);
     net.filter = peer_sets_commit_bit(true);
     net.initiate();
-    net.run_for(Duration::from_secs(120));
+    net.run_until(Duration::from_secs(120));
 
     // QM3 is our request while CONNECTED is awaited: sent at 0 s and resent after 1, 3,
     // 7, 15 and 31 s (back-off 1 s doubling, 5 resends), each answered by a CONNECTED

@@ -3,10 +3,9 @@
 //! Aggressive and Quick Mode, unauthenticated notifications and deletes, and absurd payload
 //! structures. Virtual time, seeded RNGs.
 //!
-//! The harness here is a deliberately small lockstep one (no latency model, no NAT): the
-//! richer one in `endpoint_pair.rs` is private to that file, and these tests need to see
-//! every message by its position in the exchange and the endpoints' drop reasons, which
-//! they read from the `tracing` events (a minimal in-file subscriber, no extra dependency).
+//! The harness (`tests/common`) runs in lockstep here: each run delivers every message in
+//! flight before the next timer, so these tests see every message by its position in the
+//! exchange, and it captures the endpoints' drop reasons from their `tracing` events.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,95 +13,28 @@
     reason = "test harness: a failed step should stop the test with its message"
 )]
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipsec_crypto::{DhGroup, SecretBytes};
+use common::{addr, failures, tunnels as base_tunnels, Net, Side, Wire};
+use ipsec_crypto::DhGroup;
 use ipsec_proto::isakmp::{self, Header, Message, Payload};
 use ipsec_sa::endpoint::{
-    Endpoint, EndpointConfig, Event, Phase1Mode, Phase1Proposal, TunnelConfig, TunnelId,
-    TunnelState,
+    Endpoint, EndpointConfig, Event, Phase1Mode, Phase1Proposal, TunnelConfig, TunnelState,
 };
-use ipsec_sa::selector::TrafficSelector;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 // -------------------------------------------------------------------------------------
-// Log capture: the endpoint reports every dropped input at debug with its reason.
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<String>>>);
-
-impl Logs {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let _ = write!(self.0, "{}={} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Logs {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut f = Fields(format!("{} ", event.metadata().level()));
-        event.record(&mut f);
-        self.0.lock().unwrap().push(f.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-// -------------------------------------------------------------------------------------
 // Harness
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn subnet(s: &str) -> TrafficSelector {
-    TrafficSelector::from_cidr(s.parse().unwrap(), 24).unwrap()
-}
 
 /// Left 192.0.2.1 (10.1.0.0/24) initiates to right 192.0.2.2 (10.2.0.0/24). Group 2 in
 /// both phases keeps the debug-build DH fast.
 fn tunnels(mode: Phase1Mode) -> (TunnelConfig, TunnelConfig) {
-    let psk = SecretBytes::from_slice(b"hostile-test-psk");
-    let mut l = TunnelConfig::new(
-        "left",
-        addr("192.0.2.1:500"),
-        addr("192.0.2.2:500"),
-        psk.clone(),
-        subnet("10.1.0.0"),
-        subnet("10.2.0.0"),
-    );
-    let mut r = TunnelConfig::new(
-        "right",
-        addr("192.0.2.2:500"),
-        addr("192.0.2.1:500"),
-        psk,
-        subnet("10.2.0.0"),
-        subnet("10.1.0.0"),
-    );
+    let (mut l, mut r) = base_tunnels("hostile-test-psk", "hostile-test-psk");
     for t in [&mut l, &mut r] {
         t.phase1.mode = mode;
         t.phase1.proposals = vec![Phase1Proposal {
@@ -114,148 +46,9 @@ fn tunnels(mode: Phase1Mode) -> (TunnelConfig, TunnelConfig) {
     (l, r)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Left,
-    Right,
-}
-
-impl Side {
-    fn other(self) -> Self {
-        match self {
-            Self::Left => Self::Right,
-            Self::Right => Self::Left,
-        }
-    }
-}
-
-struct Peer {
-    ep: Endpoint,
-    tunnel: TunnelId,
-    addr: SocketAddr,
-    sent: Vec<Vec<u8>>,
-    events: Vec<Event>,
-}
-
-/// Decides what the network delivers for the n-th datagram (1-based, both directions).
-type Filter = Box<dyn FnMut(usize, Side, &[u8], &Wire) -> Vec<Vec<u8>>>;
-
-/// Every datagram sent so far, in order, with its sender.
-#[derive(Default)]
-struct Wire(Vec<(Side, Vec<u8>)>);
-
-struct Net {
-    now: Instant,
-    left: Peer,
-    right: Peer,
-    queue: VecDeque<(Side, Vec<u8>)>,
-    wire: Wire,
-    filter: Filter,
-    logs: Logs,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl Net {
-    fn new(l: TunnelConfig, r: TunnelConfig, seed: u64, config: EndpointConfig) -> Self {
-        let logs = Logs::default();
-        let guard = tracing::subscriber::set_default(logs.clone());
-        let peer = |t: TunnelConfig, seed: u64| {
-            let addr = t.local_addr;
-            let mut ep = Endpoint::new(config.clone(), Box::new(ChaCha20Rng::seed_from_u64(seed)));
-            let tunnel = ep.add_tunnel(t).unwrap();
-            Peer {
-                ep,
-                tunnel,
-                addr,
-                sent: Vec::new(),
-                events: Vec::new(),
-            }
-        };
-        Self {
-            now: Instant::now(),
-            left: peer(l, seed),
-            right: peer(r, seed + 1000),
-            queue: VecDeque::new(),
-            wire: Wire::default(),
-            filter: Box::new(|_, _, d, _| vec![d.to_vec()]),
-            logs,
-            _guard: guard,
-        }
-    }
-
-    fn peer(&mut self, side: Side) -> &mut Peer {
-        match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
-        }
-    }
-
-    fn collect(&mut self) {
-        for side in [Side::Left, Side::Right] {
-            while let Some(t) = self.peer(side).ep.poll_transmit() {
-                self.peer(side).sent.push(t.payload.clone());
-                self.wire.0.push((side, t.payload.clone()));
-                let n = self.wire.0.len();
-                for d in (self.filter)(n, side, &t.payload, &self.wire) {
-                    self.queue.push_back((side.other(), d));
-                }
-            }
-            while let Some(e) = self.peer(side).ep.poll_event() {
-                self.peer(side).events.push(e);
-            }
-        }
-    }
-
-    /// Delivers `datagram` to `to` as if sent by the other side, now.
-    fn deliver(&mut self, to: Side, datagram: &[u8]) {
-        let from = self.peer(to.other()).addr;
-        let (now, local) = (self.now, self.peer(to).addr);
-        self.peer(to).ep.handle_datagram(now, local, from, datagram);
-    }
-
-    /// Runs for `limit` of virtual time: messages are delivered at once, timers when due.
-    fn run_for(&mut self, limit: Duration) {
-        let end = self.now + limit;
-        // A message storm (two endpoints answering each other forever) fails the test
-        // instead of eating the machine's memory.
-        let mut budget = 10_000;
-        loop {
-            self.collect();
-            if let Some((to, d)) = self.queue.pop_front() {
-                budget -= 1;
-                assert!(budget > 0, "message storm: 10000 datagrams in one run_for");
-                self.deliver(to, &d);
-                continue;
-            }
-            let timer = [self.left.ep.poll_timeout(), self.right.ep.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match timer {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    let now = self.now;
-                    self.left.ep.handle_timeout(now);
-                    self.right.ep.handle_timeout(now);
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-    }
-
-    fn initiate(&mut self) {
-        let (now, t) = (self.now, self.left.tunnel);
-        self.left.ep.initiate(t, now).unwrap();
-    }
-
-    fn up(&self, side: Side) -> TunnelState {
-        let p = match side {
-            Side::Left => &self.left,
-            Side::Right => &self.right,
-        };
-        p.ep.tunnel_state(p.tunnel)
-    }
+/// The lockstep harness with captured logs.
+fn net(l: TunnelConfig, r: TunnelConfig, seed: u64, config: EndpointConfig) -> Net {
+    Net::lockstep(l, r, seed, config)
 }
 
 fn pairs(events: &[Event]) -> usize {
@@ -263,16 +56,6 @@ fn pairs(events: &[Event]) -> usize {
         .iter()
         .filter(|e| matches!(e, Event::ChildSaEstablished { .. }))
         .count()
-}
-
-fn failures(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Failed { reason, .. } => Some(reason.to_string()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// How many ISAKMP SAs the endpoint holds (its Debug output says so).
@@ -285,6 +68,14 @@ fn sa_count(ep: &Endpoint) -> usize {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Both sides have phase 1 up and one ESP pair, nothing negotiating.
+fn assert_both_up(net: &Net) {
+    assert_eq!(
+        (net.state(Side::Left), net.state(Side::Right)),
+        (UP_ONE, UP_ONE)
+    );
 }
 
 const UP_ONE: TunnelState = TunnelState::Phase1Up {
@@ -331,7 +122,7 @@ struct Outcome {
 
 fn run_with_fault(mode: Phase1Mode, victim: usize, fault: Fault) -> (Outcome, Vec<String>) {
     let (l, r) = tunnels(mode);
-    let mut net = Net::new(l, r, 7, EndpointConfig::default());
+    let mut net = net(l, r, 7, EndpointConfig::default());
     let late: Arc<Mutex<Wire>> = Arc::default();
     let late_in = late.clone();
     net.filter = Box::new(move |n, side, d, wire| {
@@ -364,9 +155,9 @@ fn run_with_fault(mode: Phase1Mode, victim: usize, fault: Fault) -> (Outcome, Ve
     }
     net.run_for(Duration::from_secs(5));
     let logs = net.logs.take();
-    let states = (net.up(Side::Left), net.up(Side::Right));
+    let states = (net.state(Side::Left), net.state(Side::Right));
     let mut failures = failures(&net.left.events);
-    failures.extend(self::failures(&net.right.events));
+    failures.extend(common::failures(&net.right.events));
     (
         Outcome {
             left_sent: net.left.sent.len(),
@@ -518,11 +309,11 @@ fn late_mm2_after_mm4_is_dropped_and_main_mode_completes() {
 #[test]
 fn lost_am3_is_recovered() {
     let (l, r) = tunnels(Phase1Mode::Aggressive);
-    let mut net = Net::new(l, r, 7, EndpointConfig::default());
+    let mut net = net(l, r, 7, EndpointConfig::default());
     net.filter = Box::new(|n, _, d, _| if n == 3 { vec![] } else { vec![d.to_vec()] });
     net.initiate();
     net.run_for(Duration::from_secs(120));
-    assert_eq!((net.up(Side::Left), net.up(Side::Right)), (UP_ONE, UP_ONE));
+    assert_both_up(&net);
 }
 
 // -------------------------------------------------------------------------------------
@@ -571,7 +362,7 @@ fn stranger(i: u32) -> SocketAddr {
 fn first_message_floods_from_unknown_addresses_leave_no_state() {
     for mode in [Phase1Mode::Main, Phase1Mode::Aggressive] {
         let (l, r) = tunnels(mode);
-        let mut net = Net::new(l, r, 30, EndpointConfig::default());
+        let mut net = net(l, r, 30, EndpointConfig::default());
         let template = first_message(mode);
         assert_eq!(flood(&mut net, &template, 20_000, stranger), 0, "{mode:?}");
         assert_eq!(sa_count(&net.right.ep), 0, "{mode:?}");
@@ -587,7 +378,7 @@ fn first_message_floods_from_unknown_addresses_leave_no_state() {
         // The real peer is not held up at all.
         net.initiate();
         net.run_for(Duration::from_secs(5));
-        assert_eq!((net.up(Side::Left), net.up(Side::Right)), (UP_ONE, UP_ONE));
+        assert_both_up(&net);
     }
 }
 
@@ -600,7 +391,7 @@ fn spoofed_first_message_flood_is_bounded_by_the_half_open_limit_and_expires() {
             max_half_open_per_peer: 4,
             ..EndpointConfig::default()
         };
-        let mut net = Net::new(l, r, 31, config);
+        let mut net = net(l, r, 31, config);
         let template = first_message(mode);
         let peer = net.left.addr;
         // Each answer costs the responder a nonce (and in Aggressive Mode a DH key pair
@@ -626,7 +417,7 @@ fn spoofed_first_message_flood_is_bounded_by_the_half_open_limit_and_expires() {
 
         net.initiate();
         net.run_for(Duration::from_secs(5));
-        assert_eq!((net.up(Side::Left), net.up(Side::Right)), (UP_ONE, UP_ONE));
+        assert_both_up(&net);
     }
 }
 
@@ -639,7 +430,7 @@ fn spoofed_flood_for_one_peer_does_not_lock_out_another() {
         max_half_open: 16,
         ..EndpointConfig::default()
     };
-    let mut net = Net::new(l, r, 32, config);
+    let mut net = net(l, r, 32, config);
     let mut other = tunnels(Phase1Mode::Main).1;
     other.name = "other".into();
     other.remote_addr = addr("198.51.100.7:500");
@@ -650,7 +441,7 @@ fn spoofed_flood_for_one_peer_does_not_lock_out_another() {
     assert_eq!(sa_count(&net.right.ep), 8);
     net.initiate();
     net.run_for(Duration::from_secs(5));
-    assert_eq!((net.up(Side::Left), net.up(Side::Right)), (UP_ONE, UP_ONE));
+    assert_both_up(&net);
 }
 
 // -------------------------------------------------------------------------------------
@@ -659,10 +450,10 @@ fn spoofed_flood_for_one_peer_does_not_lock_out_another() {
 /// Both sides up with one ESP pair; returns (CKY-I, CKY-R, right's inbound SPI, left's).
 fn established_net(seed: u64) -> (Net, [u8; 8], [u8; 8], u32, u32) {
     let (l, r) = tunnels(Phase1Mode::Main);
-    let mut net = Net::new(l, r, seed, EndpointConfig::default());
+    let mut net = net(l, r, seed, EndpointConfig::default());
     net.initiate();
     net.run_for(Duration::from_secs(5));
-    assert_eq!((net.up(Side::Left), net.up(Side::Right)), (UP_ONE, UP_ONE));
+    assert_both_up(&net);
     let spi = |events: &[Event]| {
         events
             .iter()
@@ -673,7 +464,7 @@ fn established_net(seed: u64) -> (Net, [u8; 8], [u8; 8], u32, u32) {
             .unwrap()
     };
     let (r_spi, l_spi) = (spi(&net.right.events), spi(&net.left.events));
-    let mm2 = &net.right.sent[0];
+    let mm2 = &net.right.sent[0].payload;
     let (cky_i, cky_r) = (mm2[..8].try_into().unwrap(), mm2[8..16].try_into().unwrap());
     net.left.events.clear();
     net.right.events.clear();
@@ -729,7 +520,7 @@ fn nothing_happened(net: &mut Net) {
     net.run_for(Duration::from_secs(1));
     assert!(net.left.events.is_empty(), "{:?}", net.left.events);
     assert!(net.right.events.is_empty(), "{:?}", net.right.events);
-    assert_eq!((net.up(Side::Left), net.up(Side::Right)), (UP_ONE, UP_ONE));
+    assert_both_up(net);
 }
 
 #[test]
@@ -784,7 +575,7 @@ fn encrypted_informational_with_a_bad_hash_tears_nothing_down() {
     let (mut net, cky_i, cky_r, r_spi, l_spi) = established_net(41);
     // The phase-2 IV of RFC 2409 Appendix B: hash(last CBC block of phase 1 | M-ID); the
     // last phase-1 block is the end of MM6, which both sides saw.
-    let mm6 = net.right.sent[2].clone();
+    let mm6 = net.right.sent[2].payload.clone();
     let last_block = &mm6[mm6.len() - 16..];
     let (cky, ka) = net.left.ep.phase1_encryption_key(net.left.tunnel).unwrap();
     assert_eq!(cky, cky_i);
@@ -840,7 +631,7 @@ fn sa_of(payloads: &mut [Payload]) -> &mut isakmp::SaPayload {
 /// Hands `m` to a fresh responder as MM1 from its peer; returns what it sent back.
 fn respond_to(m: &[u8]) -> (Vec<Vec<u8>>, usize, Vec<String>) {
     let (l, r) = tunnels(Phase1Mode::Main);
-    let mut net = Net::new(l, r, 50, EndpointConfig::default());
+    let mut net = net(l, r, 50, EndpointConfig::default());
     let local = net.right.addr;
     let peer = net.left.addr;
     let started = Instant::now();
@@ -995,7 +786,7 @@ fn rejects_broken_payload_lengths_and_structures_without_state() {
 /// `to`, then the exchange is let go. Returns the net after 60 s.
 fn during_main_mode(to: Side, build: impl Fn([u8; 8], [u8; 8]) -> Vec<u8>) -> Net {
     let (l, r) = tunnels(Phase1Mode::Main);
-    let mut net = Net::new(l, r, 42, EndpointConfig::default());
+    let mut net = net(l, r, 42, EndpointConfig::default());
     let held: Arc<Mutex<Wire>> = Arc::default();
     let held_in = held.clone();
     net.filter = Box::new(move |n, side, d, _| {
@@ -1007,7 +798,7 @@ fn during_main_mode(to: Side, build: impl Fn([u8; 8], [u8; 8]) -> Vec<u8>) -> Ne
     });
     net.initiate();
     net.run_for(Duration::from_millis(10));
-    let mm2 = net.right.sent[0].clone();
+    let mm2 = net.right.sent[0].payload.clone();
     let m = build(mm2[..8].try_into().unwrap(), mm2[8..16].try_into().unwrap());
     net.deliver(to, &m);
     net.filter = Box::new(|_, _, d, _| vec![d.to_vec()]);
@@ -1030,7 +821,7 @@ fn clear_text_delete_during_main_mode_does_not_end_it() {
             m
         });
         assert_eq!(
-            (net.up(Side::Left), net.up(Side::Right)),
+            (net.state(Side::Left), net.state(Side::Right)),
             (UP_ONE, UP_ONE),
             "Delete to {to:?}: {:?} {:?}",
             net.left.events,
@@ -1042,13 +833,13 @@ fn clear_text_delete_during_main_mode_does_not_end_it() {
 #[test]
 fn quick_mode_with_a_bad_hash_gets_no_answer_and_changes_nothing() {
     let (mut net, _, _, _, _) = established_net(43);
-    let mm6 = net.right.sent[2].clone();
+    let mm6 = net.right.sent[2].payload.clone();
     let last_block = mm6[mm6.len() - 16..].to_vec();
     let (_, ka) = net.left.ep.phase1_encryption_key(net.left.tunnel).unwrap();
     // The genuine QM1's payloads behind a wrong HASH(1), under a fresh message ID: what
     // an attacker holding Ka but not SKEYID_a could send (a peer with the wrong PSK
     // cannot even get this far).
-    let qm1 = net.left.sent[3].clone();
+    let qm1 = net.left.sent[3].payload.clone();
     let mut h = Header::parse(&qm1).unwrap();
     h.message_id ^= 0x0101_0101;
     let chain = vec![
