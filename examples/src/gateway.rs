@@ -1,18 +1,15 @@
-//! The event loop: sockets and the TUN device on one side, the sans-IO [`Endpoint`] (IKE)
-//! and [`DataPlane`] (ESP) on the other.
+//! The IKE loop: the UDP 500/4500 sockets' IKE traffic, timers, signals and the control
+//! socket on one side, the sans-IO [`Endpoint`] (IKE) on the other; it installs and removes
+//! the SA pairs the ESP data path ([`crate::datapath`]) uses.
 //!
-//! Why tokio, on one thread: the gateway waits on several sockets, a TUN device, timers,
-//! signals and a control socket at once. tokio gives all of them (tun-rs has a tokio
-//! device, `tokio::signal` handles SIGTERM, `UnixListener` serves `status`) with one
-//! `select!` and no hand-written poll set. The current-thread runtime keeps every piece of
-//! protocol state in one task, owned, with no locks: reader tasks only move bytes into a
-//! bounded channel, and the loop owns the `Endpoint` and the `DataPlane`. One core is plenty
-//! for a site-to-site gateway's packet rates; more would need one data plane per core.
-//!
-//! Per packet, a reader task copies what it received into a right-sized buffer (with the
-//! data plane's head- and tailroom for TUN packets) and moves it through the channel; ESP
-//! is then sealed or opened in place in that buffer. A buffer pool would remove the small
-//! allocation too.
+//! Why tokio: the gateway waits on several sockets, a TUN device, timers, signals and a
+//! control socket at once. tokio gives all of them (tun-rs has a tokio device,
+//! `tokio::signal` handles SIGTERM, `UnixListener` serves `status`) with one `select!` and no
+//! hand-written poll set. The [`Endpoint`] is owned by this loop, with no locks; reader tasks
+//! only move IKE datagrams into a bounded channel. ESP never passes through this loop: the
+//! data path tasks read the TUN device and the sockets in batches and share the data plane
+//! with the loop behind one mutex ([`crate::datapath::DataState`]), telling the loop what it
+//! must act on (no SA yet, traffic seen, lifetime events) through the same channel.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,12 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use ipsec_sa::child::{ChildSaPair, Encapsulation};
-use ipsec_sa::dataplane::natt::{self as dp_natt, Udp4500};
-use ipsec_sa::dataplane::{
-    DataPlane, DataPlaneConfig, DropError, Outbound, Policy, PolicyAction, PolicyId, MAX_HEADROOM,
-    MAX_TAILROOM,
-};
+use std::sync::Mutex;
+
+use ipsec_sa::child::ChildSaPair;
+use ipsec_sa::dataplane::natt as dp_natt;
+use ipsec_sa::dataplane::{DataPlane, DataPlaneConfig, Policy, PolicyAction, PolicyId};
 use ipsec_sa::endpoint::{self, Endpoint, EndpointConfig, Event, TunnelId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng as _};
@@ -35,11 +31,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
 use crate::config::{self, Config, Initiate, StaticNat};
+use crate::datapath::{self, lock, DataState, Input, Shared, MAX_PACKET};
 use crate::keys::KeyLog;
 use crate::net::{self, OuterSockets, NATT_PORT};
 
-/// The largest IP datagram.
-const MAX_PACKET: usize = 65_535;
 /// Depth of the channel from reader tasks to the loop; readers wait when it is full.
 const CHANNEL_DEPTH: usize = 1024;
 /// First wait before a tunnel with `initiate = "start"` tries again after a failure.
@@ -59,25 +54,6 @@ pub(crate) fn run(config_path: &Path, wireshark_keys: Option<PathBuf>) -> anyhow
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(run_async(cfg, config_path.to_owned(), wireshark_keys))
-}
-
-/// What reader tasks hand to the loop.
-#[derive(Debug)]
-enum Input {
-    /// An ISAKMP message (on port 4500 without its non-ESP marker).
-    Ike {
-        local: SocketAddr,
-        remote: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// An ESP packet: `data[range]`, from UDP 4500 or raw protocol 50.
-    Esp {
-        remote: SocketAddr,
-        data: Vec<u8>,
-        range: std::ops::Range<usize>,
-    },
-    /// An inner packet read from the TUN device, at `data[MAX_HEADROOM..][..len]`.
-    Inner { data: Vec<u8>, len: usize },
 }
 
 /// Where a tunnel stands, for logs and `status`.
@@ -129,11 +105,8 @@ impl TunnelState {
 /// Everything the loop owns.
 struct Gateway {
     endpoint: Endpoint,
-    dataplane: DataPlane,
-    /// IVs for ESP: a ChaCha20 CSPRNG seeded from the OS, so that sealing a packet costs no
-    /// system call; reseeded from the OS whenever a pair is installed. RFC 4303 section
-    /// 3.2 (via RFC 3602 section 3) asks for unpredictable CBC IVs, which it gives.
-    rng: ChaCha20Rng,
+    /// The data plane and what the data path tasks share with the loop.
+    data: Shared,
     sockets: HashMap<IpAddr, OuterSockets>,
     tun: Arc<tun_rs::AsyncDevice>,
     tun_name: String,
@@ -141,8 +114,6 @@ struct Gateway {
     by_id: HashMap<TunnelId, usize>,
     by_policy: HashMap<PolicyId, usize>,
     keys: Option<KeyLog>,
-    /// Where each installed pair's ESP goes (by inbound SPI), to notice a NAT rebinding.
-    esp_peers: HashMap<u32, SocketAddr>,
     started: Instant,
     /// Set on SIGTERM: no more retries.
     stopping: bool,
@@ -326,10 +297,16 @@ impl Gateway {
         }
 
         let rng = ChaCha20Rng::from_rng(OsRng).context("seeding the IV generator")?;
-        Ok(Self {
-            endpoint,
+        let data = DataState {
             dataplane,
             rng,
+            esp_peers: HashMap::new(),
+            static_nat: tunnels.iter().map(|t| t.cfg.static_nat.clone()).collect(),
+            by_policy: by_policy.clone(),
+        };
+        Ok(Self {
+            endpoint,
+            data: Arc::new(Mutex::new(data)),
             sockets,
             tun,
             tun_name: cfg.tun_name.clone(),
@@ -337,7 +314,6 @@ impl Gateway {
             by_id,
             by_policy,
             keys,
-            esp_peers: HashMap::new(),
             started: now,
             stopping: false,
             config_path: PathBuf::new(),
@@ -345,16 +321,33 @@ impl Gateway {
         })
     }
 
-    /// One reader task per socket and one for the TUN device, all feeding `tx`.
+    /// One IKE reader per UDP 500 socket, the data path tasks (one inbound task per UDP
+    /// 4500 and raw ESP socket, one outbound task for the TUN device), all feeding `tx`.
     fn spawn_readers(&self, tx: &mpsc::Sender<Input>) {
         for s in self.sockets.values() {
             tokio::spawn(read_ike(Arc::clone(&s.ike), s.addr, tx.clone()));
-            tokio::spawn(read_natt(Arc::clone(&s.natt), s.addr, tx.clone()));
+            tokio::spawn(datapath::inbound_udp(
+                Arc::clone(&s.natt),
+                s.addr,
+                Arc::clone(&self.tun),
+                Arc::clone(&self.data),
+                tx.clone(),
+            ));
             if let Some(esp) = &s.esp {
-                tokio::spawn(read_raw_esp(Arc::clone(esp), tx.clone()));
+                tokio::spawn(datapath::inbound_raw(
+                    Arc::clone(esp),
+                    Arc::clone(&self.tun),
+                    Arc::clone(&self.data),
+                    tx.clone(),
+                ));
             }
         }
-        tokio::spawn(read_tun(Arc::clone(&self.tun), tx.clone()));
+        tokio::spawn(datapath::outbound(
+            Arc::clone(&self.tun),
+            Arc::clone(&self.data),
+            self.sockets.clone(),
+            tx.clone(),
+        ));
     }
 
     /// The event loop, until a signal; returns the signal's name.
@@ -378,7 +371,7 @@ impl Gateway {
                 _ = signals.int.recv() => return Ok("SIGINT"),
                 _ = signals.hup.recv() => self.reload(),
                 input = rx.recv() => match input {
-                    Some(input) => self.handle_input(input).await,
+                    Some(input) => self.handle_input(input),
                     None => bail!("every reader task has stopped"),
                 },
                 Some(reply) = status_request => {
@@ -423,9 +416,10 @@ impl Gateway {
         }
     }
 
-    /// Sends what the endpoint queued and acts on its and the data plane's events, until
-    /// all three queues are empty (handling an event can queue datagrams, e.g. a new Quick
-    /// Mode). Bounded: a few rounds always suffice; the cap only guards against a bug.
+    /// Sends what the endpoint queued and acts on its events, until both queues are empty
+    /// (handling an event can queue datagrams, e.g. a new Quick Mode). Bounded: a few
+    /// rounds always suffice; the cap only guards against a bug. (The data plane's events
+    /// come from the data path tasks as [`Input::Lifetime`].)
     async fn drain(&mut self) {
         let now = Instant::now();
         for _ in 0..64 {
@@ -438,15 +432,11 @@ impl Gateway {
                 self.handle_event(e, now);
                 busy = true;
             }
-            while let Some(e) = self.dataplane.poll_event() {
-                self.handle_dataplane_event(e, now);
-                busy = true;
-            }
             if !busy {
                 return;
             }
         }
-        warn!("endpoint and data plane kept producing output for 64 rounds; continuing later");
+        warn!("endpoint kept producing output for 64 rounds; continuing later");
     }
 
     async fn send_ike(&mut self, t: endpoint::Transmit) {
@@ -514,8 +504,11 @@ impl Gateway {
                 inbound_spi,
                 outbound_spi,
             } => {
-                let removed = self.dataplane.remove_pair(inbound_spi);
-                self.esp_peers.remove(&inbound_spi);
+                let removed = {
+                    let mut data = lock(&self.data);
+                    data.esp_peers.remove(&inbound_spi);
+                    data.dataplane.remove_pair(inbound_spi)
+                };
                 let Some(i) = tunnel_of(&tunnel) else { return };
                 let Some(t) = self.tunnels.get_mut(i) else {
                     return;
@@ -593,7 +586,8 @@ impl Gateway {
         let Some(t) = self.tunnels.get_mut(index) else {
             return;
         };
-        match self.dataplane.install(pair) {
+        let mut data = lock(&self.data);
+        match data.dataplane.install(pair) {
             Ok(policy) => {
                 info!(tunnel = %t.cfg.name, %policy,
                     inbound_spi = format_args!("{:#010x}", pair.inbound.spi),
@@ -603,10 +597,11 @@ impl Gateway {
                     remote_ts = %pair.remote_ts, remote = %pair.remote, "ESP SA pair established");
                 t.pairs.push((pair.inbound.spi, pair.outbound.spi));
                 match ChaCha20Rng::from_rng(OsRng) {
-                    Ok(fresh) => self.rng = fresh,
+                    Ok(fresh) => data.rng = fresh,
                     Err(e) => warn!("IV generator not reseeded, keeping the current one: {e}"),
                 }
-                self.esp_peers.insert(pair.inbound.spi, pair.remote);
+                data.esp_peers.insert(pair.inbound.spi, pair.remote);
+                drop(data);
                 t.retry_delay = RETRY_FIRST;
                 t.last_error = None;
                 t.dead_peer_hold = false;
@@ -653,7 +648,7 @@ impl Gateway {
         }
     }
 
-    async fn handle_input(&mut self, input: Input) {
+    fn handle_input(&mut self, input: Input) {
         let now = Instant::now();
         match input {
             Input::Ike {
@@ -661,154 +656,9 @@ impl Gateway {
                 remote,
                 data,
             } => self.endpoint.handle_datagram(now, local, remote, &data),
-            Input::Esp {
-                remote,
-                mut data,
-                range,
-            } => {
-                let Some(packet) = data.get_mut(range) else {
-                    return;
-                };
-                match self.dataplane.decapsulate(packet) {
-                    Ok(inbound) => {
-                        self.endpoint.traffic_seen(inbound.spi, now);
-                        self.follow_nat_rebinding(inbound.spi, remote);
-                        if let Some(inner) = packet.get_mut(inbound.inner) {
-                            // Static NAT after the selector check (source remote -> local).
-                            if !self.static_nat_inbound(inbound.policy, inner) {
-                                return;
-                            }
-                            if let Err(e) = self.tun.send(inner).await {
-                                debug!("TUN write failed: {e}");
-                            }
-                        }
-                    }
-                    // Counted and logged at debug by the data plane.
-                    Err(e) => trace!(%remote, "ESP dropped: {e}"),
-                }
-            }
-            Input::Inner { mut data, len } => {
-                let inner = MAX_HEADROOM..MAX_HEADROOM + len;
-                // Static NAT first (destination local -> remote), so the SPD sees the real
-                // remote host.
-                let Some(packet) = data.get_mut(inner.clone()) else {
-                    return;
-                };
-                let nat = match self.static_nat_outbound(packet) {
-                    NatOutcome::Drop => return,
-                    NatOutcome::Untouched => None,
-                    NatOutcome::Translated(nat) => Some(nat),
-                };
-                match self
-                    .dataplane
-                    .encapsulate(&mut data, inner.clone(), &mut self.rng)
-                {
-                    Ok(Outbound::Protected(t)) => {
-                        let Some(packet) = data.get(t.packet.clone()) else {
-                            return;
-                        };
-                        self.send_esp(packet, t.local, t.remote, t.encapsulation)
-                            .await;
-                    }
-                    Ok(Outbound::Bypass { policy }) => {
-                        debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
-                    }
-                    Err(DropError::NoOutboundSa { policy }) => self.on_traffic(policy, now),
-                    Err(DropError::PacketTooBig { inner_mtu, .. }) => {
-                        // The inner packet is unchanged after this error.
-                        if let Some(packet) = data.get(inner) {
-                            self.packet_too_big(packet, inner_mtu, nat.as_deref()).await;
-                        }
-                    }
-                    Err(_) => {} // counted and logged at debug by the data plane
-                }
-            }
-        }
-    }
-
-    /// An authenticated ESP-in-UDP packet came from another address or port than the pair
-    /// sends to: the peer's NAT mapping changed, so send there from now on (RFC 3948
-    /// section 2.2 leaves following it to the implementation; only packets that passed the
-    /// ICV check can move it, so a forged packet cannot redirect the tunnel).
-    fn follow_nat_rebinding(&mut self, inbound_spi: u32, remote: SocketAddr) {
-        // Raw ESP has no port (we record port 0); only ESP in UDP can rebind.
-        if remote.port() == 0 {
-            return;
-        }
-        let Some(known) = self.esp_peers.get_mut(&inbound_spi) else {
-            return;
-        };
-        if *known != remote && self.dataplane.set_remote(inbound_spi, remote) {
-            info!(inbound_spi = format_args!("{inbound_spi:#010x}"), from = %*known, to = %remote,
-                "peer's NAT mapping moved; ESP now goes to the new address");
-            *known = remote;
-        }
-    }
-
-    /// Outbound static NAT of a packet read from the TUN device.
-    fn static_nat_outbound(&self, packet: &mut [u8]) -> NatOutcome {
-        let Some(dst) = ipv4_destination(packet) else {
-            return NatOutcome::Untouched;
-        };
-        let nat = self.tunnels.iter().find_map(|t| {
-            let nat = t.cfg.static_nat.as_ref()?;
-            nat.subnets
-                .iter()
-                .any(|s| s.contains_addr(dst))
-                .then_some(nat)
-        });
-        let Some(nat) = nat else {
-            return NatOutcome::Untouched;
-        };
-        match nat.table.translate(ipsec_nat::Direction::Outbound, packet) {
-            Ok(t) if t.is_translated() => NatOutcome::Translated(Arc::clone(nat)),
-            Ok(_) => {
-                debug!(%dst, "no static NAT entry for this destination; packet dropped");
-                NatOutcome::Drop
-            }
-            Err(e) => {
-                debug!(%dst, "static NAT refused the packet: {e}");
-                NatOutcome::Drop
-            }
-        }
-    }
-
-    /// Path MTU discovery through the tunnel: `packet` (an inner packet with DF set, or
-    /// IPv6) does not fit the path MTU once sealed, so the sender gets an ICMP
-    /// "fragmentation needed" (RFC 1191) or ICMPv6 "packet too big" (RFC 4443) with
-    /// `inner_mtu`, written into the TUN device ([`crate::icmp`]). When outbound static
-    /// NAT translated the packet, the error is translated back the way a reply would be.
-    async fn packet_too_big(&self, packet: &[u8], inner_mtu: usize, nat: Option<&StaticNat>) {
-        let error = match packet.first().map(|b| b >> 4) {
-            Some(4) => {
-                let mtu = u16::try_from(inner_mtu).unwrap_or(u16::MAX);
-                crate::icmp::frag_needed_v4(packet, mtu)
-            }
-            Some(6) => {
-                // RFC 8200 section 5: IPv6 links carry at least 1280 bytes.
-                let mtu = u32::try_from(inner_mtu).unwrap_or(u32::MAX).max(1280);
-                crate::icmp::packet_too_big_v6(packet, mtu)
-            }
-            _ => None,
-        };
-        let Some(mut error) = error else {
-            return;
-        };
-        if let Some(nat) = nat {
-            if let Err(e) = nat
-                .table
-                .translate(ipsec_nat::Direction::Inbound, &mut error)
-            {
-                debug!("static NAT refused our ICMP error; not sent: {e}");
-                return;
-            }
-        }
-        debug!(
-            inner_mtu,
-            "inner packet too big for the path MTU: ICMP error to its sender"
-        );
-        if let Err(e) = self.tun.send(&error).await {
-            debug!("TUN write of the ICMP error failed: {e}");
+            Input::NoOutboundSa(policy) => self.on_traffic(policy, now),
+            Input::TrafficSeen(spi) => self.endpoint.traffic_seen(spi, now),
+            Input::Lifetime(event) => self.handle_dataplane_event(event, now),
         }
     }
 
@@ -865,55 +715,14 @@ impl Gateway {
                 }
             }
             t.cfg.static_nat = new.static_nat.clone();
+            if let Some(i) = self.by_id.get(&t.id) {
+                if let Some(slot) = lock(&self.data).static_nat.get_mut(*i) {
+                    slot.clone_from(&new.static_nat);
+                }
+            }
             info!(tunnel = %new.name,
                 entries = new.static_nat.as_deref().map_or(0, |n| n.table.entries().len()),
                 "SIGHUP: static NAT table replaced; SAs unchanged");
-        }
-    }
-
-    /// Inbound static NAT of a decrypted packet of `policy`'s tunnel; false means drop it.
-    fn static_nat_inbound(&self, policy: PolicyId, packet: &mut [u8]) -> bool {
-        let nat = self
-            .by_policy
-            .get(&policy)
-            .and_then(|&i| self.tunnels.get(i))
-            .and_then(|t| t.cfg.static_nat.as_deref());
-        let Some(nat) = nat else { return true };
-        if ipv4_destination(packet).is_none() {
-            return true;
-        }
-        match nat.table.translate(ipsec_nat::Direction::Inbound, packet) {
-            Ok(_) => true,
-            Err(e) => {
-                debug!("static NAT refused an inbound packet: {e}");
-                false
-            }
-        }
-    }
-
-    async fn send_esp(
-        &self,
-        packet: &[u8],
-        local: SocketAddr,
-        remote: SocketAddr,
-        encapsulation: Encapsulation,
-    ) {
-        let Some(s) = self.sockets.get(&local.ip()) else {
-            debug!(%local, "no socket for ESP source address; packet dropped");
-            return;
-        };
-        let result = match encapsulation {
-            Encapsulation::UdpTunnel => s.natt.send_to(packet, remote).await,
-            Encapsulation::Tunnel => match &s.esp {
-                Some(raw) => raw.send(packet, remote.ip()).await,
-                None => {
-                    debug!(%remote, "raw ESP socket unavailable; packet dropped");
-                    return;
-                }
-            },
-        };
-        if let Err(e) = result {
-            debug!(%remote, "sending ESP failed: {e}");
         }
     }
 
@@ -1017,7 +826,7 @@ impl Gateway {
                 }
             }
             for &(inbound, _) in &t.pairs {
-                if let Some(p) = self.dataplane.pair_stats(inbound) {
+                if let Some(p) = lock(&self.data).dataplane.pair_stats(inbound) {
                     let _ = writeln!(
                         s,
                         "  esp: in {:#010x} out {:#010x}, {:?}, {} <-> {}",
@@ -1048,7 +857,7 @@ impl Gateway {
                 let _ = writeln!(s, "  last error: {e}");
             }
         }
-        let drops: Vec<String> = self
+        let drops: Vec<String> = lock(&self.data)
             .dataplane
             .drop_counters()
             .iter()
@@ -1073,16 +882,6 @@ fn routed_subnets(
         .map(|n| n.subnets.as_slice())
         .unwrap_or_default();
     t.remote_subnets.iter().chain(nat)
-}
-
-/// What outbound static NAT did with a packet.
-enum NatOutcome {
-    /// No static NAT subnet covers the destination.
-    Untouched,
-    /// Translated by this tunnel's table.
-    Translated(Arc<StaticNat>),
-    /// In a static NAT subnet without an entry, or refused: drop it.
-    Drop,
 }
 
 /// A tunnel's static NAT subnets.
@@ -1131,15 +930,6 @@ fn same_psk_source(a: &config::PskSource, b: &config::PskSource) -> bool {
         (Env(a), Env(b)) => a == b,
         _ => false,
     }
-}
-
-/// The destination of an IPv4 packet, if it is one.
-fn ipv4_destination(packet: &[u8]) -> Option<IpAddr> {
-    if packet.first().map(|b| b >> 4) != Some(4) {
-        return None;
-    }
-    let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-    Some(IpAddr::from(d))
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -1232,11 +1022,7 @@ pub(crate) fn to_endpoint_config(t: &config::Tunnel) -> Result<endpoint::TunnelC
 
 // ------------------------------------------------------------------ readers --
 
-// Each reader receives into one buffer of its own, allocated once, and hands the loop a
-// right-sized copy: a fresh zeroed 64 KiB buffer per packet cost more than the crypto
-// (memset and page faults in profiles). TUN packets get the data plane's head- and tailroom
-// around the copy so that ESP is sealed in place.
-
+/// The reader of one UDP 500 socket: IKE only (ESP never uses port 500).
 async fn read_ike(socket: Arc<tokio::net::UdpSocket>, addr: IpAddr, tx: mpsc::Sender<Input>) {
     let local = SocketAddr::new(addr, net::IKE_PORT);
     let mut buf = vec![0u8; MAX_PACKET];
@@ -1253,99 +1039,9 @@ async fn read_ike(socket: Arc<tokio::net::UdpSocket>, addr: IpAddr, tx: mpsc::Se
                     return;
                 }
             }
-            Err(e) => recv_error("UDP 500", &e).await,
+            Err(e) => datapath::recv_error("UDP 500", &e).await,
         }
     }
-}
-
-async fn read_natt(socket: Arc<tokio::net::UdpSocket>, addr: IpAddr, tx: mpsc::Sender<Input>) {
-    let local = SocketAddr::new(addr, NATT_PORT);
-    let mut buf = vec![0u8; MAX_PACKET];
-    loop {
-        let (n, remote) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                recv_error("UDP 4500", &e).await;
-                continue;
-            }
-        };
-        let datagram = buf.get(..n).unwrap_or_default();
-        // RFC 3948 section 2: marker -> IKE, 0xFF -> keepalive, else ESP.
-        let input = match dp_natt::classify(datagram) {
-            Ok(Udp4500::Ike(ike)) => Input::Ike {
-                local,
-                remote,
-                data: ike.to_vec(),
-            },
-            Ok(Udp4500::Keepalive) => {
-                trace!(%remote, "NAT-keepalive received");
-                continue;
-            }
-            Ok(Udp4500::Esp(esp)) => Input::Esp {
-                remote,
-                range: 0..esp.len(),
-                data: esp.to_vec(),
-            },
-            Err(e) => {
-                debug!(%remote, len = n, "UDP 4500 datagram dropped: {e}");
-                continue;
-            }
-        };
-        if tx.send(input).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn read_raw_esp(socket: Arc<net::RawEsp>, tx: mpsc::Sender<Input>) {
-    let mut buf = vec![0u8; MAX_PACKET];
-    loop {
-        match socket.recv(&mut buf).await {
-            Ok((from, range)) => {
-                let data = buf.get(range).unwrap_or_default().to_vec();
-                let input = Input::Esp {
-                    remote: SocketAddr::new(from, 0),
-                    range: 0..data.len(),
-                    data,
-                };
-                if tx.send(input).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => recv_error("raw ESP", &e).await,
-        }
-    }
-}
-
-async fn read_tun(tun: Arc<tun_rs::AsyncDevice>, tx: mpsc::Sender<Input>) {
-    let mut buf = vec![0u8; MAX_PACKET];
-    loop {
-        match tun.recv(&mut buf).await {
-            Ok(len) => {
-                let data = with_room(buf.get(..len).unwrap_or_default());
-                if tx.send(Input::Inner { data, len }).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => recv_error("TUN", &e).await,
-        }
-    }
-}
-
-/// `packet` copied into a buffer with the data plane's headroom before it and tailroom
-/// after it (see [`Input::Inner`]).
-fn with_room(packet: &[u8]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(MAX_HEADROOM + packet.len() + MAX_TAILROOM);
-    data.resize(MAX_HEADROOM, 0);
-    data.extend_from_slice(packet);
-    data.resize(MAX_HEADROOM + packet.len() + MAX_TAILROOM, 0);
-    data
-}
-
-/// A receive error: logged, then a short pause so a persistent error cannot spin the CPU.
-async fn recv_error(what: &str, e: &std::io::Error) {
-    debug!("{what} receive error: {e}");
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 #[cfg(test)]
@@ -1501,24 +1197,5 @@ entries = [{ name = "web", local = "10.1.255.92", remote = "10.2.0.15" }]
             tunnel(TUNNEL).static_nat.as_deref()
         ));
         assert!(!same_static_nat(old.static_nat.as_deref(), None));
-    }
-
-    #[test]
-    fn with_room_surrounds_the_packet_with_head_and_tailroom() {
-        let data = with_room(&[1, 2, 3]);
-        assert_eq!(data.len(), MAX_HEADROOM + 3 + MAX_TAILROOM);
-        assert_eq!(data[MAX_HEADROOM..MAX_HEADROOM + 3], [1, 2, 3]);
-        assert!(data[..MAX_HEADROOM].iter().all(|b| *b == 0));
-    }
-
-    #[test]
-    fn ipv4_destination_reads_the_header() {
-        let mut p = [0u8; 20];
-        p[0] = 0x45;
-        p[16..20].copy_from_slice(&[10, 2, 0, 10]);
-        assert_eq!(ipv4_destination(&p), Some(IpAddr::from([10, 2, 0, 10])));
-        p[0] = 0x60;
-        assert_eq!(ipv4_destination(&p), None);
-        assert_eq!(ipv4_destination(&p[..10]), None);
     }
 }

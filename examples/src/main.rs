@@ -11,6 +11,7 @@
 
 mod config;
 mod control;
+mod datapath;
 mod gateway;
 mod icmp;
 mod keys;

@@ -4,19 +4,31 @@
 //!
 //! TUN devices come from `tun-rs`: it is maintained, Apache-2.0, has a tokio `AsyncDevice`
 //! with `recv`/`send` of whole IP packets (no packet-information header), and needs no unsafe
-//! code from us. Routes are set with the `ip` command rather than netlink code of our own:
+//! code from us. The device is opened with offloads (virtio-net header, TSO and checksum
+//! offload): tun-rs' `recv_multiple` splits a TCP super-packet into MTU-sized packets and
+//! `send_multiple` coalesces TCP segments back (GRO), see [`crate::datapath`].
+//!
+//! Batched UDP (GSO with `UDP_SEGMENT` on send, `UDP_GRO` on receive) goes through the `nix`
+//! crate's safe `sendmsg`/`recvmsg` wrappers, with tokio's readiness (`async_io`/`try_io`)
+//! around them. Routes are set with the `ip` command rather than netlink code of our own:
 //! one `ip route replace` per subnet at startup is not a hot path, and the command's errors
 //! are readable.
 
-use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd as _;
 use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use ipsec_sa::selector::TrafficSelector;
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrStorage,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// IKE's port (RFC 2408 section 2.5.2 via IANA).
@@ -28,8 +40,8 @@ const UDP_BUFFER: usize = 4 << 20;
 /// IP protocol number of ESP (RFC 4303).
 pub(crate) const IPPROTO_ESP: u8 = 50;
 
-/// The sockets bound to one local outer address.
-#[derive(Debug)]
+/// The sockets bound to one local outer address (cloning shares them).
+#[derive(Clone, Debug)]
 pub(crate) struct OuterSockets {
     /// The address they are bound to.
     pub(crate) addr: IpAddr,
@@ -145,6 +157,19 @@ impl RawEsp {
         }
     }
 
+    /// As [`RawEsp::recv`], without waiting: `WouldBlock` when nothing is queued.
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<(IpAddr, std::ops::Range<usize>)> {
+        loop {
+            let n = self.fd.get_ref().read(buf)?;
+            match strip_ipv4_header(buf.get(..n).unwrap_or_default()) {
+                Some((src, start)) => return Ok((IpAddr::V4(src), start..n)),
+                None => {
+                    tracing::debug!(len = n, "raw ESP: dropped datagram with a bad IPv4 header");
+                }
+            }
+        }
+    }
+
     /// Sends one ESP packet (header onwards) to `peer`; the kernel adds the IPv4 header.
     pub(crate) async fn send(&self, packet: &[u8], peer: IpAddr) -> io::Result<usize> {
         let to: socket2::SockAddr = SocketAddr::new(peer, 0).into();
@@ -178,6 +203,7 @@ pub(crate) fn create_tun(name: &str, mtu: u16) -> anyhow::Result<tun_rs::AsyncDe
         .name(name)
         .mtu(mtu)
         .packet_information(false)
+        .offload(true)
         .enable(false)
         .build_async()
         .with_context(|| format!("creating TUN device {name} (needs root or CAP_NET_ADMIN)"))?;
@@ -186,6 +212,119 @@ pub(crate) fn create_tun(name: &str, mtu: u16) -> anyhow::Result<tun_rs::AsyncDe
     ip(&["link", "set", "dev", name, "addrgenmode", "none"])?;
     ip(&["link", "set", "dev", name, "up"])?;
     Ok(dev)
+}
+
+/// Asks the kernel to coalesce received datagrams of one flow (`UDP_GRO`, Linux 5.0+);
+/// best effort: without it every datagram is read on its own.
+pub(crate) fn enable_gro(socket: &UdpSocket) {
+    if let Err(e) = setsockopt(socket, sockopt::UdpGroSegment, &true) {
+        tracing::debug!("UDP_GRO not enabled: {e}");
+    }
+}
+
+/// Sends the datagrams in `iov` (all `segment` bytes long except perhaps the last) to `to`
+/// in one `sendmsg` with `UDP_SEGMENT` (UDP GSO): the kernel cuts the concatenation into
+/// datagrams of `segment` bytes.
+pub(crate) async fn send_gso(
+    socket: &UdpSocket,
+    iov: &[IoSlice<'_>],
+    segment: usize,
+    to: SocketAddr,
+) -> io::Result<usize> {
+    let segment = u16::try_from(segment)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "GSO segment too large"))?;
+    let addr = SockaddrStorage::from(to);
+    let fd = socket.as_raw_fd();
+    socket
+        .async_io(Interest::WRITABLE, || {
+            sendmsg(
+                fd,
+                iov,
+                &[ControlMessage::UdpGsoSegments(&segment)],
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+            .map_err(io::Error::from)
+        })
+        .await
+}
+
+/// Receives from a UDP socket with `UDP_GRO` enabled: one read may return several
+/// datagrams of one flow, back to back, each `stride` bytes long except perhaps the last.
+#[derive(Debug)]
+pub(crate) struct GroReceiver {
+    /// Room for the `UDP_GRO` control message, allocated once.
+    cmsg: Vec<u8>,
+}
+
+impl GroReceiver {
+    pub(crate) fn new() -> Self {
+        Self {
+            cmsg: nix::cmsg_space!(i32),
+        }
+    }
+
+    /// Waits for datagrams: returns (bytes, stride, sender).
+    pub(crate) async fn recv(
+        &mut self,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, usize, SocketAddr)> {
+        let fd = socket.as_raw_fd();
+        let cmsg = &mut self.cmsg;
+        socket
+            .async_io(Interest::READABLE, || recv_gro(fd, buf, cmsg))
+            .await
+    }
+
+    /// As [`GroReceiver::recv`], without waiting: `WouldBlock` when nothing is queued.
+    pub(crate) fn try_recv(
+        &mut self,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, usize, SocketAddr)> {
+        let fd = socket.as_raw_fd();
+        let cmsg = &mut self.cmsg;
+        socket.try_io(Interest::READABLE, || recv_gro(fd, buf, cmsg))
+    }
+}
+
+/// One `recvmsg` with room for the `UDP_GRO` segment size.
+fn recv_gro(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> io::Result<(usize, usize, SocketAddr)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::empty())?;
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram larger than the receive buffer",
+        ));
+    }
+    let len = msg.bytes;
+    let mut stride = len;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::UdpGroSegments(s) = c {
+            stride = usize::try_from(s).ok().filter(|s| *s > 0).unwrap_or(len);
+        }
+    }
+    let from = msg
+        .address
+        .as_ref()
+        .and_then(socket_addr)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no sender address"))?;
+    Ok((len, stride, from))
+}
+
+/// A nix socket address as a std one (IPv4 or IPv6 only).
+fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    s.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
 /// Routes `subnet` into the TUN device. `src` (one of this host's addresses inside our

@@ -1,0 +1,723 @@
+//! The ESP data path: tasks that move packets between the TUN device and the outer sockets in
+//! batches, apart from the IKE loop in [`crate::gateway`].
+//!
+//! # Design
+//!
+//! * **Outbound** ([`outbound`], one task): the TUN device is opened with offloads
+//!   (`IFF_VNET_HDR`, TSO4/TSO6/checksum), so the kernel hands over a whole TCP super-packet
+//!   (up to 64 KiB) in one read; tun-rs splits it into MTU-sized packets with their headers
+//!   and checksums. The data plane seals each one in place, then the ESP packets go out in
+//!   as few system calls as possible: consecutive ESP-in-UDP packets to the same peer that
+//!   have the same length (the last one may be shorter) leave in one `sendmsg` with
+//!   `UDP_SEGMENT` (UDP GSO, Linux 4.18+), the kernel cutting them into datagrams; raw ESP
+//!   (IP protocol 50) goes one `sendto` per packet.
+//! * **Inbound** ([`inbound_udp`] per UDP 4500 socket, [`inbound_raw`] per raw ESP socket):
+//!   UDP 4500 is read with `UDP_GRO`, so one `recvmsg` returns a run of datagrams of one
+//!   flow with their segment size; each datagram is classified by the RFC 3948 rule
+//!   (non-ESP marker: IKE, handed to the IKE loop; 0xFF: NAT-keepalive; otherwise ESP) and
+//!   ESP is opened in place. After the first read, the task keeps reading without waiting
+//!   until the socket is empty or a batch is full. Decrypted packets are copied into
+//!   per-task write buffers and written to the TUN device with tun-rs' GRO: TCP segments
+//!   of one flow are coalesced back into one super-packet (one `write` for up to 64 KiB),
+//!   other packets are written one by one with an empty virtio header.
+//! * **Shared state** ([`DataState`] behind one `Mutex`): the data plane, the IV generator,
+//!   where each pair's ESP goes (to follow a NAT rebinding) and the static NAT tables. A
+//!   task locks it once per batch (one TUN read, one GRO receive); the IKE loop locks it
+//!   briefly to install and remove pairs, reseed the IVs, reload static NAT and print
+//!   `status`. What the IKE loop must act on (no SA for a policy, traffic seen for DPD,
+//!   lifetime events, IKE on port 4500) goes to it through its input channel as
+//!   [`Input`] values; the tasks never block on it for ESP.
+//!
+//! Per packet there is no allocation: buffers are allocated once per task. Per batch, the
+//! `nix` crate's `sendmsg` allocates the few bytes of its control-message buffer.
+//!
+//! Known limits: an ICMP error for a packet too big is built in a fresh buffer (rare);
+//! UDP GSO is switched off for the rest of the run after repeated send errors with it
+//! (kernels or devices without it), falling back to one datagram per `sendto`.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ipsec_sa::child::Encapsulation;
+use ipsec_sa::dataplane::natt::{self as dp_natt, Udp4500};
+use ipsec_sa::dataplane::{
+    DataPlane, DropError, Event as DpEvent, Outbound, PolicyId, MAX_HEADROOM, MAX_TAILROOM,
+};
+use rand_chacha::ChaCha20Rng;
+use tokio::sync::mpsc;
+use tracing::{debug, info, trace};
+use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
+
+use crate::config::StaticNat;
+use crate::net::{self, OuterSockets, NATT_PORT};
+
+/// The largest IP datagram.
+pub(crate) const MAX_PACKET: usize = 65_535;
+/// Packets per batch: at most one 64 KiB TCP super-packet cut at the smallest MTU we
+/// accept (576 bytes) fits in this many.
+const BATCH: usize = 128;
+/// The kernel's cap on segments in one UDP GSO send (`UDP_MAX_SEGMENTS`, 64 before Linux
+/// 6.9).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes of UDP payload one GSO send may carry (the IP length field allows 65,535 minus
+/// the IPv4 and UDP headers; we keep a margin for IPv6).
+const GSO_MAX_BYTES: usize = 65_000;
+/// Consecutive failed GSO sends after which GSO is switched off.
+const GSO_MAX_FAILURES: u32 = 8;
+/// Distinct inbound SPIs per batch reported to the IKE loop for DPD.
+const SPIS_PER_BATCH: usize = 8;
+
+/// What the data path tasks (and the IKE readers) hand to the IKE loop.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// An ISAKMP message (on port 4500 without its non-ESP marker).
+    Ike {
+        /// Our address and port it arrived on.
+        local: SocketAddr,
+        /// The sender.
+        remote: SocketAddr,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// An outbound packet matched a PROTECT policy that has no SA yet.
+    NoOutboundSa(PolicyId),
+    /// ESP arrived and passed every check on this inbound SPI (for DPD).
+    TrafficSeen(u32),
+    /// A lifetime event of the data plane.
+    Lifetime(DpEvent),
+}
+
+/// The state the data path tasks and the IKE loop share (see the module docs).
+#[derive(Debug)]
+pub(crate) struct DataState {
+    /// SPD, SAD, counters.
+    pub(crate) dataplane: DataPlane,
+    /// IVs for ESP: a ChaCha20 CSPRNG seeded from the OS, so that sealing a packet costs no
+    /// system call; reseeded from the OS whenever a pair is installed. RFC 4303 section
+    /// 3.2 (via RFC 3602 section 3) asks for unpredictable CBC IVs, which it gives.
+    pub(crate) rng: ChaCha20Rng,
+    /// Where each installed pair's ESP goes (by inbound SPI), to notice a NAT rebinding.
+    pub(crate) esp_peers: HashMap<u32, SocketAddr>,
+    /// Each tunnel's static NAT (by tunnel index), replaced on SIGHUP.
+    pub(crate) static_nat: Vec<Option<Arc<StaticNat>>>,
+    /// The tunnel index of each policy.
+    pub(crate) by_policy: HashMap<PolicyId, usize>,
+}
+
+/// The shared state as the tasks hold it.
+pub(crate) type Shared = Arc<Mutex<DataState>>;
+
+/// Locks the shared state. A panic while it was held (a bug) leaves it usable: the data
+/// plane's invariants do not depend on a half-finished call.
+pub(crate) fn lock(shared: &Mutex<DataState>) -> MutexGuard<'_, DataState> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What became of one packet read from the TUN device.
+#[derive(Debug)]
+enum Verdict {
+    /// Send `buf[packet]` to `remote` from `local`.
+    Send {
+        packet: Range<usize>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        encapsulation: Encapsulation,
+    },
+    /// The policy has no SA yet: tell the IKE loop.
+    NoSa(PolicyId),
+    /// Too big for the path MTU: ICMP error to the sender; `nat` translated it on the way.
+    TooBig {
+        inner_mtu: usize,
+        nat: Option<Arc<StaticNat>>,
+    },
+    /// Dropped (counted and logged by the data plane or here).
+    Dropped,
+}
+
+/// What outbound static NAT did with a packet.
+enum NatOutcome {
+    /// No static NAT subnet covers the destination.
+    Untouched,
+    /// Translated by this tunnel's table.
+    Translated(Arc<StaticNat>),
+    /// In a static NAT subnet without an entry, or refused: drop it.
+    Drop,
+}
+
+impl DataState {
+    /// Applies outbound static NAT to the inner packet at `buf[MAX_HEADROOM..][..len]` and
+    /// seals it.
+    fn seal(&mut self, buf: &mut [u8], len: usize) -> Verdict {
+        let inner = MAX_HEADROOM..MAX_HEADROOM + len;
+        let Some(packet) = buf.get_mut(inner.clone()) else {
+            return Verdict::Dropped;
+        };
+        // Static NAT first (destination local -> remote), so the SPD sees the real remote host.
+        let nat = match self.static_nat_outbound(packet) {
+            NatOutcome::Drop => return Verdict::Dropped,
+            NatOutcome::Untouched => None,
+            NatOutcome::Translated(nat) => Some(nat),
+        };
+        match self.dataplane.encapsulate(buf, inner, &mut self.rng) {
+            Ok(Outbound::Protected(t)) => Verdict::Send {
+                packet: t.packet,
+                local: t.local,
+                remote: t.remote,
+                encapsulation: t.encapsulation,
+            },
+            Ok(Outbound::Bypass { policy }) => {
+                debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
+                Verdict::Dropped
+            }
+            Err(DropError::NoOutboundSa { policy }) => Verdict::NoSa(policy),
+            // The inner packet is unchanged after this error.
+            Err(DropError::PacketTooBig { inner_mtu, .. }) => Verdict::TooBig { inner_mtu, nat },
+            Err(_) => Verdict::Dropped, // counted and logged at debug by the data plane
+        }
+    }
+
+    /// Outbound static NAT of a packet read from the TUN device.
+    fn static_nat_outbound(&self, packet: &mut [u8]) -> NatOutcome {
+        let Some(dst) = ipv4_destination(packet) else {
+            return NatOutcome::Untouched;
+        };
+        let nat = self
+            .static_nat
+            .iter()
+            .flatten()
+            .find(|nat| nat.subnets.iter().any(|s| s.contains_addr(dst)));
+        let Some(nat) = nat else {
+            return NatOutcome::Untouched;
+        };
+        match nat.table.translate(ipsec_nat::Direction::Outbound, packet) {
+            Ok(t) if t.is_translated() => NatOutcome::Translated(Arc::clone(nat)),
+            Ok(_) => {
+                debug!(%dst, "no static NAT entry for this destination; packet dropped");
+                NatOutcome::Drop
+            }
+            Err(e) => {
+                debug!(%dst, "static NAT refused the packet: {e}");
+                NatOutcome::Drop
+            }
+        }
+    }
+
+    /// Inbound static NAT of a decrypted packet of `policy`'s tunnel; false means drop it.
+    fn static_nat_inbound(&self, policy: PolicyId, packet: &mut [u8]) -> bool {
+        let nat = self
+            .by_policy
+            .get(&policy)
+            .and_then(|&i| self.static_nat.get(i))
+            .and_then(Option::as_deref);
+        let Some(nat) = nat else { return true };
+        if ipv4_destination(packet).is_none() {
+            return true;
+        }
+        match nat.table.translate(ipsec_nat::Direction::Inbound, packet) {
+            Ok(_) => true,
+            Err(e) => {
+                debug!("static NAT refused an inbound packet: {e}");
+                false
+            }
+        }
+    }
+
+    /// An authenticated ESP-in-UDP packet came from another address or port than the pair
+    /// sends to: the peer's NAT mapping changed, so send there from now on (RFC 3948
+    /// section 2.2 leaves following it to the implementation; only packets that passed the
+    /// ICV check can move it, so a forged packet cannot redirect the tunnel).
+    fn follow_nat_rebinding(&mut self, inbound_spi: u32, remote: SocketAddr) {
+        // Raw ESP has no port (we record port 0); only ESP in UDP can rebind.
+        if remote.port() == 0 {
+            return;
+        }
+        let Some(known) = self.esp_peers.get_mut(&inbound_spi) else {
+            return;
+        };
+        if *known != remote && self.dataplane.set_remote(inbound_spi, remote) {
+            info!(inbound_spi = format_args!("{inbound_spi:#010x}"), from = %*known, to = %remote,
+                "peer's NAT mapping moved; ESP now goes to the new address");
+            *known = remote;
+        }
+    }
+
+    /// Moves the data plane's pending lifetime events into `out` (bounded by its capacity;
+    /// the rest stay queued for the next batch).
+    fn take_events(&mut self, out: &mut Vec<DpEvent>) {
+        while out.len() < out.capacity() {
+            match self.dataplane.poll_event() {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+    }
+}
+
+/// The destination of an IPv4 packet, if it is one.
+pub(crate) fn ipv4_destination(packet: &[u8]) -> Option<IpAddr> {
+    if packet.first().map(|b| b >> 4) != Some(4) {
+        return None;
+    }
+    let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+    Some(IpAddr::from(d))
+}
+
+/// Hands lifetime events to the IKE loop.
+async fn forward_events(events: &mut Vec<DpEvent>, tx: &mpsc::Sender<Input>) {
+    for e in events.drain(..) {
+        if tx.send(Input::Lifetime(e)).await.is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- outbound --
+
+/// The outbound task: TUN -> static NAT -> ESP -> sockets, a TUN read at a time.
+pub(crate) async fn outbound(
+    tun: Arc<AsyncDevice>,
+    shared: Shared,
+    sockets: HashMap<IpAddr, OuterSockets>,
+    tx: mpsc::Sender<Input>,
+) {
+    let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
+    // vec! of zeroes is calloc: pages no packet reaches are never touched.
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| vec![0u8; MAX_HEADROOM + MAX_PACKET + MAX_TAILROOM])
+        .collect();
+    let mut sizes = vec![0usize; BATCH];
+    let mut verdicts: Vec<Verdict> = Vec::with_capacity(BATCH);
+    let mut events: Vec<DpEvent> = Vec::with_capacity(16);
+    let mut sender = EspSender::new(sockets);
+    loop {
+        let n = match tun
+            .recv_multiple(&mut original, &mut bufs, &mut sizes, MAX_HEADROOM)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                recv_error("TUN", &e).await;
+                continue;
+            }
+        };
+        verdicts.clear();
+        {
+            let mut state = lock(&shared);
+            for (buf, &len) in bufs.iter_mut().zip(&sizes).take(n) {
+                verdicts.push(state.seal(buf, len));
+            }
+            state.take_events(&mut events);
+        }
+        sender.send_batch(&bufs, &verdicts).await;
+        let mut no_sa: Option<PolicyId> = None;
+        for (i, v) in verdicts.iter().enumerate() {
+            match v {
+                Verdict::NoSa(policy) if no_sa != Some(*policy) => {
+                    no_sa = Some(*policy);
+                    // Lossy on purpose: a burst without an SA needs one start, not one
+                    // message per packet.
+                    let _ = tx.try_send(Input::NoOutboundSa(*policy));
+                }
+                Verdict::TooBig { inner_mtu, nat } => {
+                    let len = sizes.get(i).copied().unwrap_or(0);
+                    if let Some(packet) = bufs
+                        .get(i)
+                        .and_then(|b| b.get(MAX_HEADROOM..MAX_HEADROOM + len))
+                    {
+                        packet_too_big(&tun, packet, *inner_mtu, nat.as_deref()).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        forward_events(&mut events, &tx).await;
+    }
+}
+
+/// Sends sealed ESP packets, grouping ESP in UDP for GSO.
+struct EspSender {
+    sockets: HashMap<IpAddr, OuterSockets>,
+    gso: bool,
+    gso_failures: u32,
+}
+
+impl EspSender {
+    fn new(sockets: HashMap<IpAddr, OuterSockets>) -> Self {
+        Self {
+            sockets,
+            gso: true,
+            gso_failures: 0,
+        }
+    }
+
+    /// Sends every [`Verdict::Send`] of a batch, in order.
+    async fn send_batch(&mut self, bufs: &[Vec<u8>], verdicts: &[Verdict]) {
+        let mut i = 0;
+        while let Some(v) = verdicts.get(i) {
+            let Verdict::Send {
+                packet,
+                local,
+                remote,
+                encapsulation,
+            } = v
+            else {
+                i += 1;
+                continue;
+            };
+            let Some(first) = bufs.get(i).and_then(|b| b.get(packet.clone())) else {
+                i += 1;
+                continue;
+            };
+            let Some(s) = self.sockets.get(&local.ip()) else {
+                debug!(%local, "no socket for ESP source address; packet dropped");
+                i += 1;
+                continue;
+            };
+            match encapsulation {
+                Encapsulation::Tunnel => {
+                    match &s.esp {
+                        Some(raw) => {
+                            if let Err(e) = raw.send(first, remote.ip()).await {
+                                debug!(%remote, "sending ESP failed: {e}");
+                            }
+                        }
+                        None => debug!(%remote, "raw ESP socket unavailable; packet dropped"),
+                    }
+                    i += 1;
+                }
+                Encapsulation::UdpTunnel => {
+                    // The run of packets that can share one GSO send: same path, same
+                    // length, except that the last may be shorter.
+                    let segment = first.len();
+                    let mut iov = [IoSlice::new(&[]); GSO_MAX_SEGMENTS];
+                    let mut count = 0;
+                    let mut total = 0;
+                    let mut j = i;
+                    while self.gso && count < GSO_MAX_SEGMENTS {
+                        let Some(Verdict::Send {
+                            packet: p,
+                            local: l,
+                            remote: r,
+                            encapsulation: Encapsulation::UdpTunnel,
+                        }) = verdicts.get(j)
+                        else {
+                            break;
+                        };
+                        let Some(data) = bufs.get(j).and_then(|b| b.get(p.clone())) else {
+                            break;
+                        };
+                        if l != local || r != remote || data.len() > segment {
+                            break;
+                        }
+                        if total + data.len() > GSO_MAX_BYTES {
+                            break;
+                        }
+                        if let Some(slot) = iov.get_mut(count) {
+                            *slot = IoSlice::new(data);
+                        }
+                        count += 1;
+                        total += data.len();
+                        j += 1;
+                        if data.len() < segment {
+                            break;
+                        }
+                    }
+                    if count <= 1 {
+                        if let Err(e) = s.natt.send_to(first, *remote).await {
+                            debug!(%remote, "sending ESP failed: {e}");
+                        }
+                        i += 1;
+                        continue;
+                    }
+                    let iov = iov.get(..count).unwrap_or_default();
+                    match net::send_gso(&s.natt, iov, segment, *remote).await {
+                        Ok(_) => self.gso_failures = 0,
+                        Err(e) => {
+                            self.gso_failures += 1;
+                            debug!(%remote, segments = count, segment,
+                                "UDP GSO send failed, sending one by one: {e}");
+                            if self.gso_failures >= GSO_MAX_FAILURES {
+                                info!("UDP GSO keeps failing ({e}); ESP in UDP goes one datagram per send from now on");
+                                self.gso = false;
+                            }
+                            for data in iov {
+                                if let Err(e) = s.natt.send_to(data, *remote).await {
+                                    debug!(%remote, "sending ESP failed: {e}");
+                                }
+                            }
+                        }
+                    }
+                    i = j;
+                }
+            }
+        }
+    }
+}
+
+/// Path MTU discovery through the tunnel: `packet` (an inner packet with DF set, or
+/// IPv6) does not fit the path MTU once sealed, so the sender gets an ICMP
+/// "fragmentation needed" (RFC 1191) or ICMPv6 "packet too big" (RFC 4443) with
+/// `inner_mtu`, written into the TUN device ([`crate::icmp`]). When outbound static
+/// NAT translated the packet, the error is translated back the way a reply would be.
+async fn packet_too_big(
+    tun: &AsyncDevice,
+    packet: &[u8],
+    inner_mtu: usize,
+    nat: Option<&StaticNat>,
+) {
+    let error = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let mtu = u16::try_from(inner_mtu).unwrap_or(u16::MAX);
+            crate::icmp::frag_needed_v4(packet, mtu)
+        }
+        Some(6) => {
+            // RFC 8200 section 5: IPv6 links carry at least 1280 bytes.
+            let mtu = u32::try_from(inner_mtu).unwrap_or(u32::MAX).max(1280);
+            crate::icmp::packet_too_big_v6(packet, mtu)
+        }
+        _ => None,
+    };
+    let Some(mut error) = error else {
+        return;
+    };
+    if let Some(nat) = nat {
+        if let Err(e) = nat
+            .table
+            .translate(ipsec_nat::Direction::Inbound, &mut error)
+        {
+            debug!("static NAT refused our ICMP error; not sent: {e}");
+            return;
+        }
+    }
+    debug!(
+        inner_mtu,
+        "inner packet too big for the path MTU: ICMP error to its sender"
+    );
+    if let Err(e) = send_tun_one(tun, &error).await {
+        debug!("TUN write of the ICMP error failed: {e}");
+    }
+}
+
+/// Writes one packet to the TUN device, behind the empty virtio header the device expects
+/// (no offload asked for that packet).
+pub(crate) async fn send_tun_one(tun: &AsyncDevice, packet: &[u8]) -> std::io::Result<usize> {
+    let mut framed = vec![0u8; VIRTIO_NET_HDR_LEN];
+    framed.extend_from_slice(packet);
+    tun.send(&framed).await
+}
+
+// ----------------------------------------------------------------------------- inbound --
+
+/// Decrypted packets waiting for one batched write to the TUN device.
+struct TunWriter {
+    /// Each holds a virtio header's room, then one packet (after GRO: a coalesced one).
+    bufs: Vec<Vec<u8>>,
+    count: usize,
+    gro: GROTable,
+    /// Inbound SPIs that carried traffic in this batch (for DPD), without repeats.
+    spis: [u32; SPIS_PER_BATCH],
+    spi_count: usize,
+    events: Vec<DpEvent>,
+}
+
+impl TunWriter {
+    fn new() -> Self {
+        Self {
+            // Room for GRO to coalesce up to 64 KiB behind the first packet of a flow.
+            bufs: (0..BATCH)
+                .map(|_| Vec::with_capacity(2 * VIRTIO_NET_HDR_LEN + MAX_PACKET))
+                .collect(),
+            count: 0,
+            gro: GROTable::new(),
+            spis: [0; SPIS_PER_BATCH],
+            spi_count: 0,
+            events: Vec::with_capacity(16),
+        }
+    }
+
+    /// Whether another receive could overflow the batch (a GRO receive holds up to 64
+    /// datagrams).
+    fn nearly_full(&self) -> bool {
+        self.count + GSO_MAX_SEGMENTS > BATCH
+    }
+
+    /// Opens the ESP packet `esp` from `remote`; a packet that passes every check joins the
+    /// batch.
+    fn push(&mut self, state: &mut DataState, esp: &mut [u8], remote: SocketAddr) {
+        let inbound = match state.dataplane.decapsulate(esp) {
+            Ok(inbound) => inbound,
+            // Counted and logged at debug by the data plane.
+            Err(e) => {
+                trace!(%remote, "ESP dropped: {e}");
+                return;
+            }
+        };
+        state.follow_nat_rebinding(inbound.spi, remote);
+        let seen = self.spis.get(..self.spi_count).unwrap_or_default();
+        if !seen.contains(&inbound.spi) {
+            if let Some(slot) = self.spis.get_mut(self.spi_count) {
+                *slot = inbound.spi;
+                self.spi_count += 1;
+            }
+        }
+        let Some(inner) = esp.get(inbound.inner) else {
+            return;
+        };
+        let Some(buf) = self.bufs.get_mut(self.count) else {
+            return;
+        };
+        buf.clear();
+        buf.resize(VIRTIO_NET_HDR_LEN, 0);
+        buf.extend_from_slice(inner);
+        // Static NAT after the selector check (source remote -> local).
+        let Some(packet) = buf.get_mut(VIRTIO_NET_HDR_LEN..) else {
+            return;
+        };
+        if state.static_nat_inbound(inbound.policy, packet) {
+            self.count += 1;
+        }
+    }
+
+    /// Writes the batch to the TUN device and reports to the IKE loop.
+    async fn flush(&mut self, tun: &AsyncDevice, tx: &mpsc::Sender<Input>) {
+        if self.count > 0 {
+            let bufs = self.bufs.get_mut(..self.count).unwrap_or_default();
+            if let Err(e) = tun
+                .send_multiple(&mut self.gro, bufs, VIRTIO_NET_HDR_LEN)
+                .await
+            {
+                debug!("TUN write failed: {e}");
+            }
+            self.count = 0;
+        }
+        for &spi in self.spis.get(..self.spi_count).unwrap_or_default() {
+            // Lossy on purpose: DPD needs to hear of traffic now and then, not per batch.
+            let _ = tx.try_send(Input::TrafficSeen(spi));
+        }
+        self.spi_count = 0;
+        forward_events(&mut self.events, tx).await;
+    }
+}
+
+/// The inbound task of one UDP 4500 socket: GRO receive, RFC 3948 classification, ESP
+/// opened into the TUN device, IKE to the loop.
+pub(crate) async fn inbound_udp(
+    socket: Arc<tokio::net::UdpSocket>,
+    addr: IpAddr,
+    tun: Arc<AsyncDevice>,
+    shared: Shared,
+    tx: mpsc::Sender<Input>,
+) {
+    let local = SocketAddr::new(addr, NATT_PORT);
+    net::enable_gro(&socket);
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut receiver = net::GroReceiver::new();
+    let mut writer = TunWriter::new();
+    let mut ike: Vec<Input> = Vec::with_capacity(4);
+    loop {
+        // Wait for the first read of a batch, then take what is already queued.
+        let mut got = match receiver.recv(&socket, &mut buf).await {
+            Ok(got) => Some(got),
+            Err(e) => {
+                recv_error("UDP 4500", &e).await;
+                continue;
+            }
+        };
+        while let Some((len, stride, remote)) = got {
+            {
+                let mut state = lock(&shared);
+                let datagrams = buf.get_mut(..len).unwrap_or_default();
+                for datagram in datagrams.chunks_mut(stride.max(1)) {
+                    // RFC 3948 section 2: marker -> IKE, 0xFF -> keepalive, else ESP.
+                    match dp_natt::classify(datagram) {
+                        Ok(Udp4500::Esp(_)) => {
+                            // The ESP packet is the whole datagram (classify only looked).
+                            writer.push(&mut state, datagram, remote);
+                        }
+                        Ok(Udp4500::Ike(message)) => ike.push(Input::Ike {
+                            local,
+                            remote,
+                            data: message.to_vec(),
+                        }),
+                        Ok(Udp4500::Keepalive) => trace!(%remote, "NAT-keepalive received"),
+                        Err(e) => {
+                            debug!(%remote, len = datagram.len(), "UDP 4500 datagram dropped: {e}");
+                        }
+                    }
+                }
+                state.take_events(&mut writer.events);
+            }
+            for input in ike.drain(..) {
+                if tx.send(input).await.is_err() {
+                    return;
+                }
+            }
+            got = if writer.nearly_full() {
+                None
+            } else {
+                receiver.try_recv(&socket, &mut buf).ok()
+            };
+        }
+        writer.flush(&tun, &tx).await;
+    }
+}
+
+/// The inbound task of one raw ESP socket: packets opened into the TUN device, written in
+/// batches of what was queued.
+pub(crate) async fn inbound_raw(
+    socket: Arc<net::RawEsp>,
+    tun: Arc<AsyncDevice>,
+    shared: Shared,
+    tx: mpsc::Sender<Input>,
+) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut writer = TunWriter::new();
+    loop {
+        let mut got = match socket.recv(&mut buf).await {
+            Ok(got) => Some(got),
+            Err(e) => {
+                recv_error("raw ESP", &e).await;
+                continue;
+            }
+        };
+        while let Some((from, range)) = got {
+            if let Some(esp) = buf.get_mut(range) {
+                let mut state = lock(&shared);
+                writer.push(&mut state, esp, SocketAddr::new(from, 0));
+                state.take_events(&mut writer.events);
+            }
+            got = if writer.count >= BATCH {
+                None
+            } else {
+                socket.try_recv(&mut buf).ok()
+            };
+        }
+        writer.flush(&tun, &tx).await;
+    }
+}
+
+/// A receive error: logged, then a short pause so a persistent error cannot spin the CPU.
+pub(crate) async fn recv_error(what: &str, e: &std::io::Error) {
+    debug!("{what} receive error: {e}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_destination_reads_the_header() {
+        let mut p = [0u8; 20];
+        p[0] = 0x45;
+        p[16..20].copy_from_slice(&[10, 2, 0, 10]);
+        assert_eq!(ipv4_destination(&p), Some(IpAddr::from([10, 2, 0, 10])));
+        p[0] = 0x60;
+        assert_eq!(ipv4_destination(&p), None);
+        assert_eq!(ipv4_destination(&p[..10]), None);
+    }
+}
