@@ -45,6 +45,13 @@
 //!   sequence numbers running low) and [`Event::HardLifetime`] (the SA refuses traffic).
 //!   Seconds lifetimes are the control plane's timers, not ours.
 //!
+//! Two threads, one per direction: [`split`] has the same data plane as two halves,
+//! [`OutboundPlane`] (SPD, outbound SAs, `encapsulate`) and [`InboundPlane`] (inbound SAs,
+//! replay windows, `decapsulate`), each with its own counters and events, so that a gateway
+//! can seal on one thread and open on another with a lock per half. `DataPlane` is their
+//! single-threaded composition (it reports each pair's events once and retires both
+//! directions at a hard limit).
+//!
 //! Standalone pieces: [`sa::OutboundSa`] / [`sa::InboundSa`] (the ESP transform of one SA),
 //! [`replay::ReplayWindow`], [`packet::PacketInfo`], [`spd::Spd`], [`natt`].
 //!
@@ -68,23 +75,22 @@ pub mod packet;
 pub mod replay;
 pub mod sa;
 pub mod spd;
+pub mod split;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use ipsec_proto::esp::{NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NO_NEXT};
 use rand_core::CryptoRngCore;
 
 use crate::child::{ChildSaPair, Encapsulation};
 use crate::selector::TrafficSelector;
 
 pub use drop::{DropCounters, DropError, DropReason};
-use packet::PacketInfo;
 pub use sa::{EspOverhead, SaCounters, SaKeyError};
-use sa::{InboundSa, OutboundSa};
 use spd::Spd;
 pub use spd::{Direction, Policy, PolicyAction, PolicyId};
+pub use split::{InboundPlane, OutboundPlane};
 
 /// Headroom every outbound buffer needs before the inner packet: ESP header (8) plus the
 /// largest IV (16, AES). Add [`UDP_HEADER_LEN`] if you also build the UDP header in place.
@@ -270,144 +276,18 @@ pub struct SaPairStats {
     pub path_mtu: Option<usize>,
 }
 
-/// An installed SA pair with what the data plane needs beyond the two transforms.
-#[derive(Debug)]
-struct PairState {
-    policy: PolicyId,
-    local: SocketAddr,
-    remote: SocketAddr,
-    local_ts: TrafficSelector,
-    remote_ts: TrafficSelector,
-    encapsulation: Encapsulation,
-    inbound: InboundSa,
-    outbound: OutboundSa,
-    /// Hard and soft byte limits per direction, from the hard kilobyte lifetime.
-    hard_bytes: Option<u64>,
-    soft_bytes: Option<u64>,
-    soft_expired: bool,
-    hard_expired: bool,
-    path_mtu: Option<usize>,
-    drops: DropCounters,
-}
-
-impl PairState {
-    fn stats(&self, inbound_spi: u32) -> SaPairStats {
-        SaPairStats {
-            policy: self.policy,
-            inbound_spi,
-            outbound_spi: self.outbound.spi(),
-            local: self.local,
-            remote: self.remote,
-            encapsulation: self.encapsulation,
-            local_ts: self.local_ts,
-            remote_ts: self.remote_ts,
-            inbound: self.inbound.counters(),
-            outbound: self.outbound.counters(),
-            drops: self.drops.clone(),
-            last_outbound_sequence: self.outbound.last_sequence(),
-            highest_inbound_sequence: self.inbound.window().newest(),
-            soft_expired: self.soft_expired,
-            hard_expired: self.hard_expired,
-            path_mtu: self.path_mtu,
-        }
-    }
-
-    /// Whether `bytes` more would pass the hard byte limit of a direction that has
-    /// carried `so_far`.
-    fn over_hard(&self, so_far: u64, bytes: usize) -> bool {
-        self.hard_bytes.is_some_and(|hard| {
-            so_far.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX)) > hard
-        })
-    }
-
-    /// Whether `so_far` bytes have reached the soft byte limit.
-    fn over_soft(&self, so_far: u64) -> bool {
-        self.soft_bytes.is_some_and(|soft| so_far >= soft)
-    }
-
-    /// The refusal for a pair past its hard limit, naming `spi` (of the direction used).
-    fn expired(&self, spi: u32) -> DropError {
-        DropError::LifetimeExpired {
-            spi,
-            kilobytes: self.hard_bytes.unwrap_or(0) / 1024,
-        }
-    }
-
-    /// Retires the pair after a hard limit; queues the event the first time only.
-    fn retire(&mut self, limit: LimitKind, events: &mut VecDeque<Event>) {
-        if !self.hard_expired {
-            self.hard_expired = true;
-            events.push_back(Event::HardLifetime {
-                policy: self.policy,
-                inbound_spi: self.inbound.spi(),
-                outbound_spi: self.outbound.spi(),
-                limit,
-            });
-        }
-    }
-
-    /// Notes a soft limit; queues the event the first time only.
-    fn warn_soft(&mut self, limit: LimitKind, events: &mut VecDeque<Event>) {
-        if !self.soft_expired {
-            self.soft_expired = true;
-            events.push_back(Event::SoftLifetime {
-                policy: self.policy,
-                inbound_spi: self.inbound.spi(),
-                outbound_spi: self.outbound.spi(),
-                limit,
-            });
-        }
-    }
-
-    /// Whether the pair's own (possibly narrowed) selectors cover an outbound packet.
-    fn covers_outbound(&self, info: &PacketInfo) -> bool {
-        self.local_ts
-            .matches(info.src, info.protocol, info.src_port)
-            && self
-                .remote_ts
-                .matches(info.dst, info.protocol, info.dst_port)
-    }
-
-    /// RFC 4301 section 5.2 step 4: whether a decrypted packet is one this SA carries.
-    fn covers_inbound(&self, info: &PacketInfo) -> bool {
-        self.remote_ts
-            .matches(info.src, info.protocol, info.src_port)
-            && self
-                .local_ts
-                .matches(info.dst, info.protocol, info.dst_port)
-    }
-
-    /// Path MTU (RFC 4301 section 8.2): refuses a packet whose ESP form would not fit
-    /// and which may not be fragmented (IPv4 with DF, or IPv6).
-    fn check_path_mtu(&self, info: &PacketInfo) -> Result<(), DropError> {
-        let Some(path_mtu) = self.path_mtu else {
-            return Ok(());
-        };
-        let overhead = self.outbound.overhead();
-        let esp_space = path_mtu.saturating_sub(outer_header_len(self.remote, self.encapsulation));
-        if overhead.esp_len(info.total_len) <= esp_space || !info.dont_fragment {
-            return Ok(());
-        }
-        Err(DropError::PacketTooBig {
-            spi: self.outbound.spi(),
-            inner_len: info.total_len,
-            inner_mtu: overhead.max_payload(esp_space).unwrap_or(0),
-            path_mtu,
-        })
-    }
-}
-
 /// SPD, SAD and counters: see the module docs for the API.
+///
+/// The single-threaded composition of the two halves in [`split`]: an
+/// [`split::OutboundPlane`] (SPD, outbound SAs) and an [`split::InboundPlane`] (inbound SAs,
+/// replay windows). On top of them it reports each pair's lifetime events once (whichever
+/// direction crosses a limit first) and retires both directions when either reaches a hard
+/// limit, and it keeps one set of drop counters for both directions.
 #[derive(Debug)]
 pub struct DataPlane {
-    config: DataPlaneConfig,
-    spd: Spd,
-    /// Installed pairs by inbound SPI (which we chose, so it is unique). A B-tree rather
-    /// than a hash map: O(log n) lookups that never allocate, a deterministic iteration
-    /// order, and no hash keys drawn from the OS (this crate takes no entropy of its own).
-    pairs: BTreeMap<u32, PairState>,
-    /// Inbound SPIs of each policy's pairs, newest first.
-    by_policy: BTreeMap<PolicyId, Vec<u32>>,
+    out: OutboundPlane,
+    inb: InboundPlane,
+    /// Drops of both directions (each half also counts its own).
     drops: DropCounters,
     events: VecDeque<Event>,
 }
@@ -416,10 +296,8 @@ impl DataPlane {
     /// An empty data plane: no policies (so every packet is dropped as [`DropReason::NoPolicy`]).
     pub fn new(config: DataPlaneConfig) -> Self {
         Self {
-            config,
-            spd: Spd::new(),
-            pairs: BTreeMap::new(),
-            by_policy: BTreeMap::new(),
+            out: OutboundPlane::new(config),
+            inb: InboundPlane::new(config),
             drops: DropCounters::default(),
             events: VecDeque::with_capacity(16),
         }
@@ -427,49 +305,37 @@ impl DataPlane {
 
     /// The configuration.
     pub fn config(&self) -> &DataPlaneConfig {
-        &self.config
+        self.out.config()
     }
 
     /// The policy database.
     pub fn spd(&self) -> &Spd {
-        &self.spd
+        self.out.spd()
     }
 
     /// Adds an SPD entry.
     pub fn add_policy(&mut self, policy: Policy) -> PolicyId {
-        let id = self.spd.insert(policy);
-        tracing::debug!(%id, local = %policy.local, remote = %policy.remote,
-            action = ?policy.action, priority = policy.priority, "policy added");
-        id
+        self.out.add_policy(policy)
     }
 
     /// Adds many SPD entries at once (the index is rebuilt once, not per entry).
     pub fn add_policies(&mut self, policies: impl IntoIterator<Item = Policy>) -> Vec<PolicyId> {
-        let ids = self.spd.insert_all(policies);
-        tracing::debug!(count = ids.len(), "policies added");
-        ids
+        self.out.add_policies(policies)
     }
 
     /// Removes an SPD entry and every SA pair attached to it.
     pub fn remove_policy(&mut self, id: PolicyId) -> Option<Policy> {
-        let policy = self.spd.remove(id)?;
-        for spi in self.by_policy.remove(&id).unwrap_or_default() {
-            self.pairs.remove(&spi);
+        let (policy, spis) = self.out.remove_policy(id)?;
+        for spi in spis {
+            self.inb.remove_pair(spi);
         }
-        tracing::debug!(%id, "policy removed with its SAs");
         Some(policy)
     }
 
     /// Installs a negotiated pair under the first PROTECT policy whose selectors cover
     /// the pair's; returns that policy.
     pub fn install(&mut self, pair: &ChildSaPair) -> Result<PolicyId, InstallError> {
-        let policy = self
-            .spd
-            .find_protect(&pair.local_ts, &pair.remote_ts)
-            .ok_or(InstallError::NoPolicy {
-                local: pair.local_ts,
-                remote: pair.remote_ts,
-            })?;
+        let policy = self.out.find_policy(pair)?;
         self.install_on(policy, pair)?;
         Ok(policy)
     }
@@ -478,49 +344,16 @@ impl DataPlane {
     /// pair's selectors. The new pair becomes the policy's outbound SA at once (RFC 4301
     /// section 4.5: traffic moves to the new SA); older pairs keep receiving.
     pub fn install_on(&mut self, policy: PolicyId, pair: &ChildSaPair) -> Result<(), InstallError> {
-        let p = self
-            .spd
-            .get(policy)
-            .ok_or(InstallError::UnknownPolicy(policy))?;
-        if p.action != PolicyAction::Protect
-            || !p.local.covers(&pair.local_ts)
-            || !p.remote.covers(&pair.remote_ts)
-        {
-            return Err(InstallError::PolicyMismatch(policy));
-        }
+        self.out.check_policy(policy, pair)?;
         let spi = pair.inbound.spi;
-        if self.pairs.contains_key(&spi) {
+        if self.out.contains(spi) || self.inb.contains(spi) {
             return Err(InstallError::DuplicateSpi(spi));
         }
-        let inbound = InboundSa::new(&pair.inbound, self.config.replay_window)?;
-        let outbound = OutboundSa::new(&pair.outbound)?;
-
-        let hard_bytes = pair
-            .hard_lifetime
-            .kilobytes
-            .map(|kb| kb.saturating_mul(1024));
-        let percent = u64::from(self.config.soft_lifetime_percent.clamp(1, 100));
-        let soft_bytes = hard_bytes.map(|b| b / 100 * percent + b % 100 * percent / 100);
-        self.pairs.insert(
-            spi,
-            PairState {
-                policy,
-                local: pair.local,
-                remote: pair.remote,
-                local_ts: pair.local_ts,
-                remote_ts: pair.remote_ts,
-                encapsulation: pair.encapsulation,
-                inbound,
-                outbound,
-                hard_bytes,
-                soft_bytes,
-                soft_expired: false,
-                hard_expired: false,
-                path_mtu: self.config.default_path_mtu,
-                drops: DropCounters::default(),
-            },
-        );
-        self.by_policy.entry(policy).or_default().insert(0, spi);
+        self.inb.install(policy, pair)?;
+        if let Err(e) = self.out.install_on(policy, pair) {
+            self.inb.remove_pair(spi);
+            return Err(e);
+        }
         tracing::info!(%policy, inbound_spi = format_args!("{spi:#010x}"),
             outbound_spi = format_args!("{:#010x}", pair.outbound.spi),
             local_ts = %pair.local_ts, remote_ts = %pair.remote_ts,
@@ -530,36 +363,29 @@ impl DataPlane {
 
     /// Removes the pair with this inbound SPI; returns whether it was installed.
     pub fn remove_pair(&mut self, inbound_spi: u32) -> bool {
-        let Some(state) = self.pairs.remove(&inbound_spi) else {
-            return false;
-        };
-        if let Some(list) = self.by_policy.get_mut(&state.policy) {
-            list.retain(|&s| s != inbound_spi);
+        let outbound_spi = self.out.pairs.get(&inbound_spi).map(|p| p.sa.spi());
+        let removed_out = self.out.remove_pair(inbound_spi);
+        let removed_in = self.inb.remove_pair(inbound_spi);
+        if removed_out || removed_in {
+            tracing::info!(
+                inbound_spi = format_args!("{inbound_spi:#010x}"),
+                outbound_spi = format_args!("{:#010x}", outbound_spi.unwrap_or(0)),
+                "ESP SA pair removed"
+            );
         }
-        tracing::info!(
-            inbound_spi = format_args!("{inbound_spi:#010x}"),
-            outbound_spi = format_args!("{:#010x}", state.outbound.spi()),
-            "ESP SA pair removed"
-        );
-        true
+        removed_out || removed_in
     }
 
     /// Sets the path MTU (outer IP packet size) for a pair; `None` disables the check.
     /// Returns whether the pair exists.
     pub fn set_path_mtu(&mut self, inbound_spi: u32, mtu: Option<usize>) -> bool {
-        self.pairs
-            .get_mut(&inbound_spi)
-            .map(|p| p.path_mtu = mtu)
-            .is_some()
+        self.out.set_path_mtu(inbound_spi, mtu)
     }
 
     /// Changes where a pair's packets are sent, e.g. after the peer's NAT mapping moved
     /// (RFC 3947 section 5.2 lets the control plane follow it). Returns whether the pair exists.
     pub fn set_remote(&mut self, inbound_spi: u32, remote: SocketAddr) -> bool {
-        self.pairs
-            .get_mut(&inbound_spi)
-            .map(|p| p.remote = remote)
-            .is_some()
+        self.out.set_remote(inbound_spi, remote)
     }
 
     /// Drops counted so far, by reason.
@@ -569,12 +395,15 @@ impl DataPlane {
 
     /// Counters and state of the pair with this inbound SPI.
     pub fn pair_stats(&self, inbound_spi: u32) -> Option<SaPairStats> {
-        self.pairs.get(&inbound_spi).map(|p| p.stats(inbound_spi))
+        split::pair_stats(&self.out, &self.inb, inbound_spi)
     }
 
     /// Counters and state of every installed pair, by ascending inbound SPI.
     pub fn pairs(&self) -> impl Iterator<Item = SaPairStats> + '_ {
-        self.pairs.iter().map(|(&spi, p)| p.stats(spi))
+        self.inb
+            .pairs
+            .keys()
+            .filter_map(|&spi| split::pair_stats(&self.out, &self.inb, spi))
     }
 
     /// The next lifetime event, if any. Call after packets have been processed, until
@@ -597,103 +426,14 @@ impl DataPlane {
         inner: Range<usize>,
         rng: &mut R,
     ) -> Result<Outbound, DropError> {
-        let result = self.encapsulate_inner(buf, inner, rng);
+        let result = self.out.encapsulate(buf, inner, rng);
         if let Err(e) = &result {
             self.drops.count(e.reason());
-            tracing::debug!(reason = %e.reason(), error = %e, "outbound packet dropped");
+        }
+        while let Some(e) = self.out.events.pop_front() {
+            self.merge_event(e, true);
         }
         result
-    }
-
-    fn encapsulate_inner<R: CryptoRngCore + ?Sized>(
-        &mut self,
-        buf: &mut [u8],
-        inner: Range<usize>,
-        rng: &mut R,
-    ) -> Result<Outbound, DropError> {
-        let too_small = DropError::BufferTooSmall {
-            headroom: MAX_HEADROOM,
-            tailroom: MAX_TAILROOM,
-        };
-        let packet = buf.get(inner.clone()).ok_or(too_small)?;
-        let info = PacketInfo::parse(packet)
-            .map_err(|error| DropError::MalformedInner { spi: 0, error })?;
-
-        // RFC 4301 section 5.1: the first matching SPD entry decides.
-        let (policy_id, policy) =
-            self.spd
-                .lookup(&info, Direction::Outbound)
-                .ok_or(DropError::NoPolicy {
-                    src: info.src,
-                    dst: info.dst,
-                })?;
-        match policy.action {
-            PolicyAction::Discard => return Err(DropError::Discarded { policy: policy_id }),
-            PolicyAction::Bypass => return Ok(Outbound::Bypass { policy: policy_id }),
-            PolicyAction::Protect => {}
-        }
-
-        // The newest pair of the policy whose (possibly narrower) selectors cover the packet.
-        let pair = self
-            .by_policy
-            .get(&policy_id)
-            .and_then(|spis| {
-                spis.iter().find(|spi| {
-                    self.pairs
-                        .get(spi)
-                        .is_some_and(|p| p.covers_outbound(&info))
-                })
-            })
-            .copied()
-            .and_then(|spi| self.pairs.get_mut(&spi))
-            .ok_or(DropError::NoOutboundSa { policy: policy_id })?;
-        let out_spi = pair.outbound.spi();
-
-        // Hard kilobyte lifetime, then the path MTU.
-        if pair.hard_expired || pair.over_hard(pair.outbound.counters().bytes, info.total_len) {
-            pair.retire(LimitKind::Kilobytes, &mut self.events);
-            return Err(pair.expired(out_spi));
-        }
-        pair.check_path_mtu(&info)?;
-
-        // RFC 4303 section 2.6: next header names the tunnelled IP version.
-        let next_header = if info.version() == 4 {
-            NEXT_HEADER_IPV4
-        } else {
-            NEXT_HEADER_IPV6
-        };
-        let payload = inner.start..inner.start + info.total_len;
-        let sealed = pair
-            .outbound
-            .seal(buf, payload, next_header, rng)
-            .inspect_err(|e| {
-                if matches!(e, DropError::SequenceExhausted { .. }) {
-                    pair.retire(LimitKind::SequenceNumbers, &mut self.events);
-                }
-            })?;
-        tracing::trace!(
-            spi = out_spi,
-            sequence = sealed.sequence,
-            len = info.total_len,
-            "ESP sealed"
-        );
-
-        // Soft limits: sequence numbers running low, or kilobytes.
-        if sealed.sequence >= self.config.sequence_soft_limit {
-            pair.warn_soft(LimitKind::SequenceNumbers, &mut self.events);
-        } else if pair.over_soft(pair.outbound.counters().bytes) {
-            pair.warn_soft(LimitKind::Kilobytes, &mut self.events);
-        }
-
-        Ok(Outbound::Protected(EspTransmit {
-            packet: sealed.packet,
-            local: pair.local,
-            remote: pair.remote,
-            encapsulation: pair.encapsulation,
-            spi: out_spi,
-            sequence: sealed.sequence,
-            policy: policy_id,
-        }))
     }
 
     /// Checks and decrypts the ESP packet that fills `packet` (for UDP 4500: the UDP
@@ -704,114 +444,49 @@ impl DataPlane {
     /// (4 or 41; 59 is a dummy packet), then the inner packet must lie within the SA's
     /// selectors. On success `packet[inbound.inner]` is the inner IP packet.
     pub fn decapsulate(&mut self, packet: &mut [u8]) -> Result<Inbound, DropError> {
-        let result = self.decapsulate_inner(packet);
+        let result = self.inb.decapsulate(packet);
         if let Err(e) = &result {
-            let reason = e.reason();
-            self.drops.count(reason);
-            if let Some(spi) = esp_spi(packet) {
-                if let Some(pair) = self.pairs.get_mut(&spi) {
-                    pair.drops.count(reason);
-                }
-            }
-            tracing::debug!(reason = %reason, error = %e, "inbound packet dropped");
+            self.drops.count(e.reason());
+        }
+        while let Some(e) = self.inb.events.pop_front() {
+            self.merge_event(e, false);
         }
         result
-    }
-
-    fn decapsulate_inner(&mut self, packet: &mut [u8]) -> Result<Inbound, DropError> {
-        let spi = esp_spi(packet).ok_or(DropError::MalformedEsp {
-            spi: 0,
-            len: packet.len(),
-            what: "shorter than ESP header",
-        })?;
-        let pair = self
-            .pairs
-            .get_mut(&spi)
-            .ok_or(DropError::NoInboundSa { spi })?;
-        if pair.hard_expired {
-            return Err(pair.expired(spi));
-        }
-
-        // Replay, ICV, window, decryption, padding (RFC 4303 section 3.4).
-        let opened = pair.inbound.open(packet)?;
-
-        // RFC 4303 section 2.6: tunnel mode carries IPv4 (4) or IPv6 (41); 59 is a dummy.
-        let expected_version = match opened.next_header {
-            NEXT_HEADER_IPV4 => 4,
-            NEXT_HEADER_IPV6 => 6,
-            NEXT_HEADER_NO_NEXT => return Err(DropError::DummyPacket { spi }),
-            next_header => return Err(DropError::BadNextHeader { spi, next_header }),
-        };
-        let payload = packet.get(opened.payload.clone()).unwrap_or_default();
-        let info =
-            PacketInfo::parse(payload).map_err(|error| DropError::MalformedInner { spi, error })?;
-        if info.version() != expected_version {
-            return Err(DropError::BadNextHeader {
-                spi,
-                next_header: opened.next_header,
-            });
-        }
-
-        // RFC 4301 section 5.2 step 4: the packet must be one the SA was negotiated for.
-        if !pair.covers_inbound(&info) {
-            return Err(DropError::SelectorMismatch {
-                spi,
-                src: info.src,
-                dst: info.dst,
-            });
-        }
-
-        // Kilobyte lifetime of the inbound direction.
-        if pair.over_hard(pair.inbound.counters().bytes, info.total_len) {
-            pair.retire(LimitKind::Kilobytes, &mut self.events);
-            return Err(pair.expired(spi));
-        }
-        pair.inbound.count_delivered(info.total_len);
-        if pair.over_soft(pair.inbound.counters().bytes) {
-            pair.warn_soft(LimitKind::Kilobytes, &mut self.events);
-        }
-        tracing::trace!(
-            spi,
-            sequence = opened.sequence,
-            len = info.total_len,
-            "ESP opened"
-        );
-
-        let start = opened.payload.start;
-        Ok(Inbound {
-            inner: start..start + info.total_len,
-            ip_version: info.version(),
-            spi,
-            sequence: opened.sequence,
-            policy: pair.policy,
-        })
     }
 
     /// Applies the SPD to an inbound packet that arrived in clear (RFC 4301 section 5.2):
     /// allowed only under a BYPASS policy. Returns that policy.
     pub fn check_inbound_cleartext(&mut self, packet: &[u8]) -> Result<PolicyId, DropError> {
-        let result = self.check_cleartext_inner(packet);
+        let result = self.out.check_inbound_cleartext(packet);
         if let Err(e) = &result {
             self.drops.count(e.reason());
-            tracing::debug!(reason = %e.reason(), error = %e, "clear-text packet dropped");
         }
         result
     }
 
-    fn check_cleartext_inner(&self, packet: &[u8]) -> Result<PolicyId, DropError> {
-        let info = PacketInfo::parse(packet)
-            .map_err(|error| DropError::MalformedInner { spi: 0, error })?;
-        let (policy, p) =
-            self.spd
-                .lookup(&info, Direction::Inbound)
-                .ok_or(DropError::NoPolicy {
-                    src: info.src,
-                    dst: info.dst,
-                })?;
-        match p.action {
-            PolicyAction::Bypass => Ok(policy),
-            PolicyAction::Discard => Err(DropError::Discarded { policy }),
-            PolicyAction::Protect => Err(DropError::CleartextNotAllowed { policy }),
+    /// Passes on a half's event unless the other half already reported the same kind for
+    /// the pair, and marks the other half: a pair is reported once per kind, and a hard
+    /// limit in one direction retires both.
+    fn merge_event(&mut self, event: Event, from_outbound: bool) {
+        let (spi, hard) = match event {
+            Event::SoftLifetime { inbound_spi, .. } => (inbound_spi, false),
+            Event::HardLifetime { inbound_spi, .. } => (inbound_spi, true),
+        };
+        let other = if from_outbound {
+            self.inb.pairs.get_mut(&spi).map(|p| &mut p.limits)
+        } else {
+            self.out.pairs.get_mut(&spi).map(|p| &mut p.limits)
+        };
+        let reported = other.map(|limits| {
+            let flag = if hard {
+                &mut limits.hard_expired
+            } else {
+                &mut limits.soft_expired
+            };
+            std::mem::replace(flag, true)
+        });
+        if reported != Some(true) {
+            self.events.push_back(event);
         }
     }
 }

@@ -642,10 +642,11 @@ fn bypass_policy_passes_clear_text_and_protect_policy_refuses_it() {
 #[test]
 fn refuses_to_wrap_the_sequence_number() {
     let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
-    g.a.pairs
+    g.a.out
+        .pairs
         .get_mut(&0xc000_0001)
         .unwrap()
-        .outbound
+        .sa
         .set_last_sequence(u32::MAX - 1);
     let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 20);
     let esp = g.send(&inner).unwrap();
@@ -1183,4 +1184,282 @@ fn ipv6_packets_are_never_fragmented_so_too_big_is_reported() {
         panic!("expected protection, got {out:?}")
     };
     assert_eq!(t.packet.len(), 1252);
+}
+
+// ------------------------------------------------------------- split halves (split.rs) --
+
+/// One gateway's data plane as two halves, with an AES-128/SHA1 pair for 10.1/24 <-> 10.2/24
+/// installed through them, and the peer's mirror-image pair.
+fn split_gateway(life: Lifetime) -> (OutboundPlane, InboundPlane, PolicyId, ChildSaPair) {
+    let config = DataPlaneConfig {
+        soft_lifetime_percent: 50,
+        ..DataPlaneConfig::default()
+    };
+    let (mut ours, mut theirs) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        0xc000_0001,
+        0xd000_0001,
+        cidr("10.1.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    ours.hard_lifetime = life;
+    theirs.hard_lifetime = life;
+    let mut out = OutboundPlane::new(config);
+    let mut inb = InboundPlane::new(config);
+    let policy = out.add_policy(protect("10.1.0.0/24", "10.2.0.0/24"));
+    assert_eq!(out.install(&ours).unwrap(), policy);
+    inb.install(policy, &ours).unwrap();
+    (out, inb, policy, theirs)
+}
+
+/// Seals `inner` on an outbound half; returns the ESP packet.
+fn seal_on(
+    out: &mut OutboundPlane,
+    inner: &[u8],
+    rng: &mut ChaCha20Rng,
+) -> Result<Vec<u8>, DropError> {
+    let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
+    buf[MAX_HEADROOM..MAX_HEADROOM + inner.len()].copy_from_slice(inner);
+    match out.encapsulate(&mut buf, MAX_HEADROOM..MAX_HEADROOM + inner.len(), rng)? {
+        Outbound::Protected(t) => Ok(buf[t.packet].to_vec()),
+        Outbound::Bypass { .. } => panic!("unexpected bypass"),
+    }
+}
+
+#[test]
+fn split_halves_carry_traffic_both_ways_with_a_whole_data_plane() {
+    let (mut out, mut inb, policy, theirs) = split_gateway(Lifetime::default());
+    let mut peer = DataPlane::new(DataPlaneConfig::default());
+    peer.add_policy(protect("10.2.0.0/24", "10.1.0.0/24"));
+    peer.install(&theirs).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+
+    // Our outbound half to the peer.
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 300);
+    let mut esp = seal_on(&mut out, &inner, &mut rng).unwrap();
+    assert_eq!(&esp[..8], &[0xd0, 0, 0, 1, 0, 0, 0, 1]);
+    let r = peer.decapsulate(&mut esp).unwrap();
+    assert_eq!(esp[r.inner].to_vec(), inner);
+
+    // The peer's reply to our inbound half.
+    let reply = ping([10, 2, 0, 1], [10, 1, 0, 1], 40);
+    let mut buf = vec![0u8; MAX_HEADROOM + reply.len() + MAX_TAILROOM];
+    buf[MAX_HEADROOM..MAX_HEADROOM + reply.len()].copy_from_slice(&reply);
+    let Outbound::Protected(t) = peer
+        .encapsulate(&mut buf, MAX_HEADROOM..MAX_HEADROOM + reply.len(), &mut rng)
+        .unwrap()
+    else {
+        panic!("bypass")
+    };
+    let mut esp = buf[t.packet].to_vec();
+    let r = inb.decapsulate(&mut esp).unwrap();
+    assert_eq!(esp[r.inner.clone()].to_vec(), reply);
+    assert_eq!((r.spi, r.sequence, r.policy), (0xc000_0001, 1, policy));
+
+    // Both views joined for display.
+    let stats = split::pair_stats(&out, &inb, 0xc000_0001).unwrap();
+    assert_eq!(stats.outbound_spi, 0xd000_0001);
+    assert_eq!(stats.outbound.packets, 1);
+    assert_eq!(stats.outbound.bytes, 300 + 20);
+    assert_eq!(stats.inbound.packets, 1);
+    assert_eq!(stats.inbound.bytes, 40 + 20);
+    assert_eq!(stats.last_outbound_sequence, 1);
+    assert_eq!(stats.highest_inbound_sequence, 1);
+    assert!(split::pair_stats(&out, &inb, 0xc000_0002).is_none());
+}
+
+#[test]
+fn split_halves_work_from_two_threads() {
+    use std::sync::{mpsc, Arc, Mutex};
+
+    let (out, inb, _, theirs) = split_gateway(Lifetime::default());
+    // The peer as halves too: its inbound half opens what our outbound half seals.
+    let mut peer_out = OutboundPlane::new(DataPlaneConfig::default());
+    let policy = peer_out.add_policy(protect("10.2.0.0/24", "10.1.0.0/24"));
+    peer_out.install(&theirs).unwrap();
+    let mut peer_in = InboundPlane::new(DataPlaneConfig::default());
+    peer_in.install(policy, &theirs).unwrap();
+
+    let out = Arc::new(Mutex::new(out));
+    let inb = Arc::new(Mutex::new(inb));
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let sealer = {
+        let out = Arc::clone(&out);
+        std::thread::spawn(move || {
+            let mut rng = ChaCha20Rng::seed_from_u64(3);
+            for n in 0..50 {
+                let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], n);
+                let esp = seal_on(&mut out.lock().unwrap(), &inner, &mut rng).unwrap();
+                tx.send(esp).unwrap();
+            }
+        })
+    };
+    let opener = std::thread::spawn(move || {
+        let mut delivered = Vec::new();
+        for mut esp in rx {
+            let r = peer_in.decapsulate(&mut esp).unwrap();
+            delivered.push(esp[r.inner].len());
+        }
+        delivered
+    });
+    sealer.join().unwrap();
+    let delivered = opener.join().unwrap();
+    assert_eq!(delivered, (0..50).map(|n| n + 20).collect::<Vec<_>>());
+    // Our inbound half, untouched by the other thread, is still usable here.
+    assert_eq!(inb.lock().unwrap().drop_counters().total(), 0);
+    assert_eq!(out.lock().unwrap().pairs.len(), 1);
+}
+
+#[test]
+fn split_removal_stops_both_directions() {
+    let (mut out, mut inb, policy, theirs) = split_gateway(Lifetime::default());
+    let mut peer = DataPlane::new(DataPlaneConfig::default());
+    peer.add_policy(protect("10.2.0.0/24", "10.1.0.0/24"));
+    peer.install(&theirs).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let reply = ping([10, 2, 0, 1], [10, 1, 0, 1], 10);
+    let mut buf = vec![0u8; MAX_HEADROOM + reply.len() + MAX_TAILROOM];
+    buf[MAX_HEADROOM..MAX_HEADROOM + reply.len()].copy_from_slice(&reply);
+    let Outbound::Protected(t) = peer
+        .encapsulate(&mut buf, MAX_HEADROOM..MAX_HEADROOM + reply.len(), &mut rng)
+        .unwrap()
+    else {
+        panic!("bypass")
+    };
+
+    assert!(out.remove_pair(0xc000_0001));
+    assert!(inb.remove_pair(0xc000_0001));
+    assert!(!out.remove_pair(0xc000_0001));
+    assert!(!inb.remove_pair(0xc000_0001));
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 10);
+    assert_eq!(
+        seal_on(&mut out, &inner, &mut rng).unwrap_err(),
+        DropError::NoOutboundSa { policy }
+    );
+    let mut esp = buf[t.packet].to_vec();
+    assert_eq!(
+        inb.decapsulate(&mut esp).unwrap_err(),
+        DropError::NoInboundSa { spi: 0xc000_0001 }
+    );
+    assert_eq!(out.drop_counters().get(DropReason::NoSa), 1);
+    assert_eq!(inb.drop_counters().get(DropReason::NoSa), 1);
+
+    // Removing the policy names the pairs the inbound half must drop as well.
+    let (ours, _) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        0xc000_0002,
+        0xd000_0002,
+        cidr("10.1.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    assert_eq!(out.install(&ours).unwrap(), policy);
+    inb.install(policy, &ours).unwrap();
+    let (removed, spis) = out.remove_policy(policy).unwrap();
+    assert_eq!(removed, protect("10.1.0.0/24", "10.2.0.0/24"));
+    assert_eq!(spis, vec![0xc000_0002]);
+}
+
+#[test]
+fn split_install_rejects_duplicates_and_uncovered_pairs() {
+    let (mut out, mut inb, policy, _) = split_gateway(Lifetime::default());
+    let (ours, _) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        0xc000_0001,
+        0xd000_0009,
+        cidr("10.1.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    assert_eq!(
+        out.install(&ours),
+        Err(InstallError::DuplicateSpi(0xc000_0001))
+    );
+    assert_eq!(
+        inb.install(policy, &ours),
+        Err(InstallError::DuplicateSpi(0xc000_0001))
+    );
+    let (elsewhere, _) = pair_and_mirror(
+        Enc::AesCbc128,
+        Integ::HmacSha1_96,
+        0xc000_0003,
+        0xd000_0003,
+        cidr("10.9.0.0/24"),
+        cidr("10.2.0.0/24"),
+    );
+    assert_eq!(
+        out.install(&elsewhere),
+        Err(InstallError::NoPolicy {
+            local: cidr("10.9.0.0/24"),
+            remote: cidr("10.2.0.0/24"),
+        })
+    );
+    assert_eq!(
+        out.install_on(policy, &elsewhere),
+        Err(InstallError::PolicyMismatch(policy))
+    );
+}
+
+#[test]
+fn split_halves_report_lifetime_events_of_their_own_direction() {
+    let life = Lifetime {
+        seconds: None,
+        kilobytes: Some(2),
+    };
+    let (mut out, mut inb, policy, theirs) = split_gateway(life);
+    let mut peer = DataPlane::new(DataPlaneConfig::default());
+    peer.add_policy(protect("10.2.0.0/24", "10.1.0.0/24"));
+    peer.install(&theirs).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let inner = ping([10, 1, 0, 1], [10, 2, 0, 1], 580); // 600 bytes
+
+    seal_on(&mut out, &inner, &mut rng).unwrap();
+    assert_eq!(out.poll_event(), None);
+    seal_on(&mut out, &inner, &mut rng).unwrap(); // 1200 >= 1024 (50 % of 2 KiB): soft
+    let soft = Event::SoftLifetime {
+        policy,
+        inbound_spi: 0xc000_0001,
+        outbound_spi: 0xd000_0001,
+        limit: LimitKind::Kilobytes,
+    };
+    assert_eq!(out.poll_event(), Some(soft));
+    seal_on(&mut out, &inner, &mut rng).unwrap(); // 1800 <= 2048
+    assert_eq!(
+        seal_on(&mut out, &inner, &mut rng).unwrap_err(),
+        DropError::LifetimeExpired {
+            spi: 0xd000_0001,
+            kilobytes: 2
+        }
+    );
+    assert_eq!(
+        out.poll_event(),
+        Some(Event::HardLifetime {
+            policy,
+            inbound_spi: 0xc000_0001,
+            outbound_spi: 0xd000_0001,
+            limit: LimitKind::Kilobytes,
+        })
+    );
+    assert_eq!(out.poll_event(), None);
+
+    // The inbound half has its own count: nothing crossed there yet, and it still opens
+    // the peer's packets until the control plane removes the pair.
+    assert_eq!(inb.poll_event(), None);
+    for _ in 0..2 {
+        let reply = ping([10, 2, 0, 1], [10, 1, 0, 1], 580);
+        let mut buf = vec![0u8; MAX_HEADROOM + reply.len() + MAX_TAILROOM];
+        buf[MAX_HEADROOM..MAX_HEADROOM + reply.len()].copy_from_slice(&reply);
+        let Outbound::Protected(t) = peer
+            .encapsulate(&mut buf, MAX_HEADROOM..MAX_HEADROOM + reply.len(), &mut rng)
+            .unwrap()
+        else {
+            panic!("bypass")
+        };
+        inb.decapsulate(&mut buf[t.packet]).unwrap();
+    }
+    assert_eq!(inb.poll_event(), Some(soft));
+    assert_eq!(inb.poll_event(), None);
+    let stats = split::pair_stats(&out, &inb, 0xc000_0001).unwrap();
+    assert!(stats.soft_expired && stats.hard_expired);
 }
