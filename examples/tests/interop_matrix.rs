@@ -18,17 +18,18 @@
 //! (`scripts/install-deps.sh`), so these cases are ignored by a plain `cargo test`.
 
 #[cfg(test)]
+mod common;
+
+#[cfg(test)]
 mod matrix {
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::BTreeSet;
     use std::fmt::Write as _;
-    use std::fs::File;
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Output, Stdio};
+    use std::path::Path;
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
-    const GATEWAY: &str = env!("CARGO_BIN_EXE_ipsec-gateway");
-    const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
-    const MATRIX_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/matrix.sh");
+    use crate::common::{run, text, tshark_fields, wait_for, Lab, Up, LAB_SH, MATRIX_SH};
+
     /// Bound on establishing one case (generous for a loaded 2-core machine).
     const ESTABLISH: Duration = Duration::from_secs(30);
 
@@ -331,289 +332,11 @@ mod matrix {
 
     // ------------------------------------------------------------------ the lab --
 
-    fn run(cmd: &mut Command) -> Output {
-        cmd.output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-    }
-
-    fn text(bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-
-    fn tail(path: &Path, lines: usize) -> String {
-        let all = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})\n"));
-        let v: Vec<&str> = all.lines().collect();
-        v[v.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if cond() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-
-    /// Undoes `%q` quoting of a value in lab.env.
-    fn unquote(v: &str) -> String {
-        let mut out = String::new();
-        let mut chars = v.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                out.extend(chars.next());
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// A running lab (built by lab.sh or matrix.sh); dropping it stops the gateway and what
-    /// the lab started, and deletes its namespaces.
-    pub(crate) struct Lab {
-        vars: HashMap<String, String>,
-        gateway: Option<Child>,
-        captures: Vec<Child>,
-        keep_logs: bool,
-    }
-
-    /// How `*-up` ended.
-    pub(crate) enum Up {
-        Ready(Lab),
-        /// The peer refused the configuration: its reason.
-        Refused(String),
-    }
-
-    impl Lab {
-        /// `script ARGS...` with `env`, prefix `mx<pid><case>`.
-        pub(crate) fn up(script: &str, args: &[&str], case: &str, env: &[(&str, String)]) -> Up {
-            let prefix = format!("mx{}{case}", std::process::id());
-            let out = run(Command::new(script)
-                .args(args)
-                .env("LAB_PREFIX", &prefix)
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))));
-            let stdout = text(&out.stdout);
-            let stderr = text(&out.stderr);
-            let vars: HashMap<String, String> = stdout
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            if let Some(reason) = vars.get("PLUTO_REFUSED") {
-                return Up::Refused(format!("pluto: {}", unquote(reason)));
-            }
-            // swanctl --load-all output (lab.sh prints it when loading fails): charon refused
-            // a proposal keyword ("loading connection 'lab' failed: invalid value for: ...").
-            if let Some(line) = stderr.lines().find(|l| l.contains("loading connection")) {
-                return Up::Refused(format!("charon: {}", line.trim()));
-            }
-            assert!(out.status.success(), "{script} failed:\n{stdout}{stderr}");
-            Up::Ready(Self {
-                vars,
-                gateway: None,
-                captures: Vec::new(),
-                keep_logs: false,
-            })
-        }
-
-        pub(crate) fn var(&self, name: &str) -> &str {
-            self.vars
-                .get(name)
-                .map(String::as_str)
-                .unwrap_or_else(|| panic!("the lab did not print {name}"))
-        }
-
-        fn dir(&self) -> PathBuf {
-            PathBuf::from(self.var("LAB_DIR"))
-        }
-
-        pub(crate) fn gateway_log(&self) -> String {
-            std::fs::read_to_string(self.dir().join("gateway.log")).unwrap_or_default()
-        }
-
-        pub(crate) fn peer_log(&self) -> String {
-            let path = self
-                .vars
-                .get("PLUTO_LOG")
-                .or_else(|| self.vars.get("CHARON_LOG"))
-                .cloned()
-                .unwrap_or_default();
-            std::fs::read_to_string(path).unwrap_or_default()
-        }
-
-        /// Writes `toml`, checks it and starts the gateway in the "ours" namespace.
-        pub(crate) fn start_gateway(&mut self, toml: &str) -> Result<(), String> {
-            let config = self.dir().join("gateway.toml");
-            std::fs::write(&config, toml).unwrap();
-            let check = run(Command::new(GATEWAY).arg("check").arg(&config));
-            if !check.status.success() {
-                return Err(format!("check: {}", text(&check.stderr)));
-            }
-            let log = File::create(self.dir().join("gateway.log")).unwrap();
-            let child = Command::new("ip")
-                .args(["netns", "exec", self.var("NS_OURS"), GATEWAY, "run"])
-                .arg(&config)
-                .env("RUST_LOG", "debug")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            self.gateway = Some(child);
-            Ok(())
-        }
-
-        pub(crate) fn status(&self) -> String {
-            let out = run(Command::new(GATEWAY)
-                .args(["status", "--socket"])
-                .arg(self.dir().join("ipsec-gateway.sock")));
-            text(&out.stdout)
-        }
-
-        pub(crate) fn gateway_ready(&self) -> bool {
-            wait_for(Duration::from_secs(10), || !self.status().is_empty())
-        }
-
-        pub(crate) fn swanctl(&self, args: &[&str]) -> Output {
-            run(Command::new(LAB_SH)
-                .args(["swanctl", self.var("LAB_DIR")])
-                .args(args))
-        }
-
-        pub(crate) fn list_sas(&self) -> String {
-            text(&self.swanctl(&["--list-sas"]).stdout)
-        }
-
-        pub(crate) fn in_ns(&self, ns_var: &str, args: &[&str]) -> Output {
-            run(Command::new("ip")
-                .args(["netns", "exec", self.var(ns_var)])
-                .args(args))
-        }
-
-        /// `ping -c COUNT` from a namespace; Ok with the output when a reply came back.
-        pub(crate) fn ping(&self, ns_var: &str, dst: &str, count: &str) -> Result<String, String> {
-            let out = self.in_ns(ns_var, &["ping", "-c", count, "-i", "0.3", "-W", "3", dst]);
-            let o = text(&out.stdout);
-            if out.status.success() {
-                Ok(o)
-            } else {
-                Err(format!("ping {dst} from {ns_var} failed: {o}"))
-            }
-        }
-
-        /// strongSwan initiates (bounded by `--timeout`).
-        pub(crate) fn swan_initiate(&self) -> Result<(), String> {
-            let out = self.swanctl(&[
-                "--initiate",
-                "--ike",
-                "lab",
-                "--child",
-                "net",
-                "--timeout",
-                "30",
-            ]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "swanctl --initiate: {}{}",
-                    text(&out.stdout),
-                    text(&out.stderr)
-                ))
-            }
-        }
-
-        /// tshark on `iface` in namespace `ns_var`; returns once it captures (bounded).
-        pub(crate) fn capture(&mut self, ns_var: &str, iface: &str) -> PathBuf {
-            let file = self.dir().join(format!("{iface}.pcap"));
-            let log = self.dir().join(format!("tshark-{iface}.log"));
-            let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    self.var(ns_var),
-                    "tshark",
-                    "-n",
-                    "-q",
-                    "-i",
-                ])
-                .arg(iface)
-                .arg("-w")
-                .arg(&file)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            self.captures.push(child);
-            let started = wait_for(Duration::from_secs(15), || {
-                std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Capturing on"))
-            });
-            assert!(started, "tshark did not start: {}", tail(&log, 10));
-            file
-        }
-
-        /// Stops every capture (SIGINT flushes the file; a bounded wait).
-        pub(crate) fn stop_captures(&mut self) {
-            std::thread::sleep(Duration::from_secs(1));
-            for mut c in self.captures.drain(..) {
-                stop_child(&mut c, "-INT");
-            }
-        }
-    }
-
-    fn stop_child(child: &mut Child, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    impl Drop for Lab {
-        fn drop(&mut self) {
-            // No panics in here: this may run while a failing test unwinds.
-            let dir = self.vars.get("LAB_DIR").cloned().unwrap_or_default();
-            if std::thread::panicking() || self.keep_logs {
-                let peer = self
-                    .vars
-                    .get("PLUTO_LOG")
-                    .or_else(|| self.vars.get("CHARON_LOG"))
-                    .cloned()
-                    .unwrap_or_default();
-                eprintln!(
-                    "---- gateway log (tail) ----\n{}\n---- peer log (tail) ----\n{}\n----",
-                    tail(&Path::new(&dir).join("gateway.log"), 40),
-                    tail(Path::new(&peer), 40)
-                );
-            }
-            if let Some(mut g) = self.gateway.take() {
-                stop_child(&mut g, "-TERM");
-            }
-            for mut c in self.captures.drain(..) {
-                stop_child(&mut c, "-INT");
-            }
-            // pluto ignores SIGINT, lab.sh's first signal: TERM it here (our own process).
-            if let Some(pid) = self.vars.get("PLUTO_PID") {
-                let _ = Command::new("kill").args(["-TERM", pid]).status();
-                let _ = wait_for(Duration::from_secs(3), || {
-                    !Path::new(&format!("/proc/{pid}")).exists()
-                });
-            }
-            if !dir.is_empty() {
-                let _ = Command::new(LAB_SH).args(["down", &dir]).status();
-            }
-        }
+    /// `script ARGS...` (lab.sh or matrix.sh) with `env`, prefix `mx<pid><case>`.
+    fn lab_up(script: &str, args: &[&str], case: &str, env: &[(&str, String)]) -> Up {
+        let prefix = format!("mx{}{case}", std::process::id());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Lab::launch(script, args, &prefix, &env)
     }
 
     /// The gateway's config for a case. `remote` is the peer's address as we reach it,
@@ -766,7 +489,7 @@ mod matrix {
                 if case.aggressive { "yes" } else { "no" }.to_owned(),
             ),
         ];
-        let mut lab = match Lab::up(LAB_SH, &["up"], &format!("s{n}"), &env) {
+        let mut lab = match lab_up(LAB_SH, &["up"], &format!("s{n}"), &env) {
             Up::Ready(lab) => lab,
             Up::Refused(why) => return Outcome::Skip(why),
         };
@@ -780,25 +503,25 @@ mod matrix {
 
     fn strongswan_establish_and_ping(lab: &mut Lab, case: &Case, toml: &str) -> Outcome {
         let start = Instant::now();
-        if let Err(e) = lab.start_gateway(toml) {
+        if let Err(e) = lab.try_start_gateway(toml, &[]) {
             return Outcome::Fail(e);
         }
         if case.peer_initiates {
             if !lab.gateway_ready() {
                 return Outcome::Fail("gateway's control socket did not answer in 10 s".into());
             }
-            if let Err(e) = lab.swan_initiate() {
+            if let Err(e) = lab.swan_initiate("30") {
                 return Outcome::Fail(e);
             }
         }
         let up = wait_for(ESTABLISH, || {
-            lab.list_sas().contains("INSTALLED") && lab.status().contains("tunnel lab: up")
+            lab.list_sas().contains("INSTALLED") && lab.status_text().contains("tunnel lab: up")
         });
         let took = start.elapsed();
         if !up {
             return Outcome::Fail(format!(
                 "not established within {ESTABLISH:?}; status: {}",
-                lab.status()
+                lab.status_text()
             ));
         }
         // What strongSwan negotiated is exactly the case's choice.
@@ -865,7 +588,7 @@ mod matrix {
                 if case.aggressive { "yes" } else { "no" }.to_owned(),
             ),
         ];
-        let mut lab = match Lab::up(MATRIX_SH, &["pluto-up"], &format!("l{n}"), &env) {
+        let mut lab = match lab_up(MATRIX_SH, &["pluto-up"], &format!("l{n}"), &env) {
             Up::Ready(lab) => lab,
             Up::Refused(why) => return Outcome::Skip(why),
         };
@@ -879,7 +602,7 @@ mod matrix {
 
     fn libreswan_establish(lab: &mut Lab, case: &Case, toml: &str) -> Outcome {
         let start = Instant::now();
-        if let Err(e) = lab.start_gateway(toml) {
+        if let Err(e) = lab.try_start_gateway(toml, &[]) {
             return Outcome::Fail(e);
         }
         if case.peer_initiates {
@@ -929,7 +652,7 @@ mod matrix {
                 return Outcome::Fail(e);
             }
             let chose = wait_for(Duration::from_secs(5), || {
-                lab.gateway_log().contains("QM1: choosing")
+                lab.gateway_log_text().contains("QM1: choosing")
             });
             if !chose {
                 return Outcome::Fail("we did not accept pluto's Quick Mode proposal".into());
@@ -973,27 +696,19 @@ mod matrix {
     /// Waits until strongSwan lists an installed CHILD_SA and our status says up.
     fn wait_up(lab: &Lab) {
         let up = wait_for(ESTABLISH, || {
-            lab.list_sas().contains("INSTALLED") && lab.status().contains("tunnel lab: up")
+            lab.list_sas().contains("INSTALLED") && lab.status_text().contains("tunnel lab: up")
         });
         assert!(
             up,
             "not established within {ESTABLISH:?}:\n{}\n{}",
-            lab.status(),
+            lab.status_text(),
             lab.list_sas()
         );
     }
 
     /// `tshark -r PCAP -Y FILTER` packet count.
     fn count(pcap: &Path, filter: &str) -> usize {
-        let out = run(Command::new("tshark").args(["-n", "-r"]).arg(pcap).args([
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ]));
-        text(&out.stdout).lines().count()
+        tshark_fields(pcap, &[], filter, "frame.number").len()
     }
 
     /// NAT traversal through a masquerading namespace (nft `masquerade random`: ports are
@@ -1004,7 +719,7 @@ mod matrix {
     pub(crate) fn nat_traversal(we_are_behind: bool) {
         let side = if we_are_behind { "ours" } else { "peer" };
         let case_id = if we_are_behind { "no" } else { "np" };
-        let mut lab = ready(Lab::up(MATRIX_SH, &["nat-up", side], case_id, &[]));
+        let mut lab = ready(lab_up(MATRIX_SH, &["nat-up", side], case_id, &[]));
         let public = lab.var("NAT_PUBLIC").to_owned();
         // Capture on the far side of the NAT from the one behind it: what crossed the NAT.
         let (ns, remote) = if we_are_behind {
@@ -1015,16 +730,16 @@ mod matrix {
         let pcap = lab.capture(ns, "wan0");
         let case = default_case(!we_are_behind);
         let toml = gateway_toml(&lab, &case, remote, "198.51.100.2", "10.2.0.0/24", "");
-        lab.start_gateway(&toml).unwrap();
+        lab.try_start_gateway(&toml, &[]).unwrap();
         if !we_are_behind {
             assert!(lab.gateway_ready(), "the gateway did not come up");
-            lab.swan_initiate().unwrap();
+            lab.swan_initiate("30").unwrap();
         }
         wait_up(&lab);
         let established = Instant::now();
         lab.ping("NS_HL", "10.2.0.10", "3").unwrap();
         lab.ping("NS_HR", "10.1.0.10", "3").unwrap();
-        let status = lab.status();
+        let status = lab.status_text();
         assert!(status.contains("nat-t yes"), "{status}");
         assert!(status.contains("UdpTunnel"), "{status}");
         let charon = lab.peer_log();
@@ -1084,7 +799,7 @@ mod matrix {
     /// "hold" we wait, and the first packet for the tunnel after charon is back brings it
     /// up again. Either way no manual step is needed.
     pub(crate) fn dpd_action(case_id: &str, action: &str) {
-        let mut lab = ready(Lab::up(LAB_SH, &["up"], case_id, &[]));
+        let mut lab = ready(lab_up(LAB_SH, &["up"], case_id, &[]));
         let dpd = format!(
             "[tunnel.dpd]\ndelay_seconds = 2\ntimeout_seconds = 6\naction = \"{action}\"\n"
         );
@@ -1096,7 +811,7 @@ mod matrix {
             "10.2.0.0/24",
             &dpd,
         );
-        lab.start_gateway(&toml).unwrap();
+        lab.try_start_gateway(&toml, &[]).unwrap();
         wait_up(&lab);
         lab.ping("NS_HL", "10.2.0.10", "1").unwrap();
 
@@ -1106,10 +821,10 @@ mod matrix {
             .success());
         let killed = Instant::now();
         let dead = wait_for(Duration::from_secs(20), || {
-            lab.status().contains("peer declared dead by DPD")
+            lab.status_text().contains("peer declared dead by DPD")
         });
         let took = killed.elapsed();
-        assert!(dead, "no DPD verdict within 20 s:\n{}", lab.status());
+        assert!(dead, "no DPD verdict within 20 s:\n{}", lab.status_text());
         assert!(
             took >= Duration::from_secs(6),
             "declared dead after {took:?}, before the timeout"
@@ -1119,7 +834,7 @@ mod matrix {
             "declared dead after {took:?}: more than delay + timeout (8 s) + 3 s"
         );
         let initiated_since_verdict = |lab: &Lab| {
-            lab.gateway_log()
+            lab.gateway_log_text()
                 .split("dead peer detection: peer declared dead")
                 .nth(1)
                 .is_some_and(|after| after.contains("initiating"))
@@ -1134,7 +849,7 @@ mod matrix {
             assert!(
                 !initiated_since_verdict(&lab),
                 "negotiated again without traffic:\n{}",
-                lab.gateway_log()
+                lab.gateway_log_text()
             );
         }
 
@@ -1148,7 +863,11 @@ mod matrix {
         if action == "hold" {
             // Still down with charon back: only traffic brings the tunnel up. Pings every
             // 0.3 s for up to 8 s; the first ones start the negotiation and are not answered.
-            assert!(!lab.status().contains("tunnel lab: up"), "{}", lab.status());
+            assert!(
+                !lab.status_text().contains("tunnel lab: up"),
+                "{}",
+                lab.status_text()
+            );
             let out = lab.in_ns(
                 "NS_HL",
                 &[
@@ -1169,7 +888,7 @@ mod matrix {
                 "traffic did not bring the held tunnel back: {}",
                 text(&out.stdout)
             );
-            assert!(initiated_since_verdict(&lab), "{}", lab.gateway_log());
+            assert!(initiated_since_verdict(&lab), "{}", lab.gateway_log_text());
         }
         wait_up(&lab);
         eprintln!("tunnel back {:?} after charon restarted", back.elapsed());
@@ -1186,7 +905,7 @@ mod matrix {
         peer_initiates: bool,
         expect: &str,
     ) -> String {
-        let mut lab = ready(Lab::up(LAB_SH, &["up"], case_id, env));
+        let mut lab = ready(lab_up(LAB_SH, &["up"], case_id, env));
         let toml = gateway_toml(
             &lab,
             &default_case(peer_initiates),
@@ -1195,16 +914,16 @@ mod matrix {
             remote_subnet,
             "",
         );
-        lab.start_gateway(&toml).unwrap();
+        lab.try_start_gateway(&toml, &[]).unwrap();
         if peer_initiates {
             assert!(lab.gateway_ready(), "the gateway did not come up");
-            let out = lab.swan_initiate();
+            let out = lab.swan_initiate("30");
             assert!(out.is_err(), "strongSwan's initiate succeeded");
         }
         let said = wait_for(ESTABLISH, || {
-            lab.status().contains(expect) || lab.gateway_log().contains(expect)
+            lab.status_text().contains(expect) || lab.gateway_log_text().contains(expect)
         });
-        let status = lab.status();
+        let status = lab.status_text();
         assert!(
             said,
             "'{expect}' not in status or log within {ESTABLISH:?}:\n{status}"

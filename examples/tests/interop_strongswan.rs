@@ -14,15 +14,16 @@
 //! ignored by a plain `cargo test`; `scripts/test.sh` runs them.
 
 #[cfg(test)]
+mod common;
+
+#[cfg(test)]
 mod lab {
-    use std::collections::HashMap;
     use std::fs::File;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Output, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    const GATEWAY: &str = env!("CARGO_BIN_EXE_ipsec-gateway");
-    const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
+    use crate::common::{run, text, tshark_fields, wait_for, Lab, GATEWAY, LAB_SH};
 
     /// The phase 1 exchange.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,265 +39,6 @@ mod lab {
         StrongSwan,
     }
 
-    /// A running lab; dropping it stops the gateway and tears the lab down, and prints
-    /// the logs' tails if the test is failing.
-    pub(crate) struct Lab {
-        vars: HashMap<String, String>,
-        gateway: Option<Child>,
-        /// Other processes a case started (stopped like the gateway on drop).
-        extra_children: Vec<Child>,
-    }
-
-    fn run(cmd: &mut Command) -> Output {
-        cmd.output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-    }
-
-    fn text(bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-
-    fn tail(path: &Path, lines: usize) -> String {
-        let all = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})\n"));
-        let v: Vec<&str> = all.lines().collect();
-        v[v.len().saturating_sub(lines)..].join("\n")
-    }
-
-    impl Lab {
-        /// Builds the topology and starts charon (scripts/lab.sh up).
-        pub(crate) fn up(case: &str) -> Self {
-            Self::up_with(case, &[])
-        }
-
-        /// Like [`Lab::up`], with extra environment for `lab.sh up` (LAB_* knobs).
-        pub(crate) fn up_with(case: &str, env: &[(&str, &str)]) -> Self {
-            let uid = run(Command::new("id").arg("-u"));
-            assert_eq!(
-                text(&uid.stdout).trim(),
-                "0",
-                "the interop tests need root (network namespaces, TUN, ports 500/4500)"
-            );
-            let prefix = format!("ipgwt{}{case}", std::process::id());
-            let out = run(Command::new(LAB_SH)
-                .arg("up")
-                .env("LAB_PREFIX", &prefix)
-                .envs(env.iter().copied()));
-            assert!(
-                out.status.success(),
-                "scripts/lab.sh up failed:\n{}{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-            let vars = text(&out.stdout)
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            Self {
-                vars,
-                gateway: None,
-                extra_children: Vec::new(),
-            }
-        }
-
-        pub(crate) fn var(&self, name: &str) -> &str {
-            self.vars
-                .get(name)
-                .map(String::as_str)
-                .unwrap_or_else(|| panic!("lab.sh up did not print {name}"))
-        }
-
-        fn dir(&self) -> PathBuf {
-            PathBuf::from(self.var("LAB_DIR"))
-        }
-
-        pub(crate) fn gateway_log(&self) -> PathBuf {
-            self.dir().join("gateway.log")
-        }
-
-        pub(crate) fn control_socket(&self) -> PathBuf {
-            self.dir().join("ipsec-gateway.sock")
-        }
-
-        /// Writes the gateway config (scripts/lab.sh gateway-config) and starts the gateway
-        /// in the "ours" namespace, logging at debug into the lab directory.
-        pub(crate) fn start_gateway(
-            &mut self,
-            initiate: &str,
-            extra_toml: &str,
-            extra_args: &[&str],
-        ) {
-            let out =
-                run(Command::new(LAB_SH).args(["gateway-config", self.var("LAB_DIR"), initiate]));
-            assert!(
-                out.status.success(),
-                "gateway-config: {}",
-                text(&out.stderr)
-            );
-            let mut toml = text(&out.stdout);
-            toml.push_str(extra_toml);
-            self.start_gateway_with(&toml, extra_args);
-        }
-
-        /// Starts the gateway with this config text.
-        pub(crate) fn start_gateway_with(&mut self, toml: &str, extra_args: &[&str]) {
-            let config = self.dir().join("gateway.toml");
-            std::fs::write(&config, toml).unwrap();
-
-            let check = run(Command::new(GATEWAY).arg("check").arg(&config));
-            assert!(check.status.success(), "check: {}", text(&check.stderr));
-
-            let log = File::create(self.gateway_log()).unwrap();
-            let log2 = log.try_clone().unwrap();
-            // `ip netns exec` execs the gateway, so the child's PID is the gateway's.
-            let child = Command::new("ip")
-                .args(["netns", "exec", self.var("NS_OURS"), GATEWAY, "run"])
-                .arg(&config)
-                .args(extra_args)
-                .env("RUST_LOG", "debug")
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .unwrap();
-            self.gateway = Some(child);
-        }
-
-        /// Waits (bounded) until `cond` holds, checking every 100 ms; false on timeout.
-        pub(crate) fn wait_for(&self, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-            let start = Instant::now();
-            while start.elapsed() < limit {
-                if cond() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            false
-        }
-
-        pub(crate) fn swanctl(&self, args: &[&str]) -> Output {
-            run(Command::new(LAB_SH)
-                .args(["swanctl", self.var("LAB_DIR")])
-                .args(args))
-        }
-
-        pub(crate) fn list_sas(&self) -> String {
-            text(&self.swanctl(&["--list-sas"]).stdout)
-        }
-
-        pub(crate) fn in_ns(&self, ns_var: &str, args: &[&str]) -> Output {
-            run(Command::new("ip")
-                .args(["netns", "exec", self.var(ns_var)])
-                .args(args))
-        }
-
-        pub(crate) fn status(&self) -> Output {
-            run(Command::new(GATEWAY)
-                .args(["status", "--socket"])
-                .arg(self.control_socket()))
-        }
-
-        /// SIGTERM to the gateway; returns its exit status if it stops within `limit`.
-        pub(crate) fn stop_gateway(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-            let child = self.gateway.as_mut()?;
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < limit {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.gateway = None;
-                    return Some(status);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            None
-        }
-    }
-
-    /// A tshark capture on the outer link in the "ours" namespace.
-    pub(crate) struct Capture {
-        child: Child,
-        pub(crate) file: PathBuf,
-    }
-
-    impl Capture {
-        /// Starts tshark on wan0 and returns once it is really capturing (bounded: 15 s).
-        pub(crate) fn start(lab: &Lab) -> Self {
-            let file = lab.dir().join("wan0.pcap");
-            let log = lab.dir().join("tshark.log");
-            let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    lab.var("NS_OURS"),
-                    "tshark",
-                    "-n",
-                    "-q",
-                    "-i",
-                    "wan0",
-                    "-w",
-                ])
-                .arg(&file)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let capture = Self { child, file };
-            let started = lab.wait_for(Duration::from_secs(15), || {
-                std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Capturing on"))
-            });
-            assert!(started, "tshark did not start: {}", tail(&log, 10));
-            capture
-        }
-
-        /// SIGINT (tshark then flushes the file) and a bounded wait. Waits a second first:
-        /// packets of the last moment are still on their way from the kernel to dumpcap.
-        pub(crate) fn stop(mut self) -> PathBuf {
-            std::thread::sleep(Duration::from_secs(1));
-            let _ = Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return self.file.clone();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.file.clone()
-        }
-    }
-
-    impl Drop for Capture {
-        fn drop(&mut self) {
-            if matches!(self.child.try_wait(), Ok(None)) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-
-    /// `tshark -r PCAP [-o OPTION]... -Y FILTER -T fields -e FIELD` output lines.
-    pub(crate) fn tshark_fields(
-        pcap: &Path,
-        options: &[String],
-        filter: &str,
-        field: &str,
-    ) -> Vec<String> {
-        let mut cmd = Command::new("tshark");
-        cmd.args(["-n", "-r"]).arg(pcap);
-        for o in options {
-            cmd.args(["-o", o]);
-        }
-        cmd.args(["-Y", filter, "-T", "fields", "-e", field]);
-        let out = run(&mut cmd);
-        text(&out.stdout).lines().map(str::to_owned).collect()
-    }
-
     /// Static NAT (10.1.255.92 stands for hr's 10.2.0.10) and `--wireshark-keys`: hl pings
     /// the NAT address; tshark decrypts ESP and Quick Mode with the files the gateway wrote,
     /// and the decrypted packets carry the translated address.
@@ -305,14 +47,14 @@ mod lab {
         // subnet 10.1.255.88/29, stands for the remote customer address 192.168.10.15 (hr's
         // second address, in a second network that strongSwan protects).
         let mut lab = Lab::up_with("n", &[("LAB_SW_SUBNETS", "10.2.0.0/24,192.168.10.0/24")]);
-        let capture = Capture::start(&lab);
+        let pcap = lab.capture("NS_OURS", "wan0");
         let keys = lab.dir().join("keys");
         let nat = "\n[tunnel.static_nat]\nsubnets = [\"10.1.255.88/29\"]\n\
                    entries = [{ name = \"hr\", local = \"10.1.255.92\", remote = \"192.168.10.15\" }]\n";
         let keys_arg = keys.display().to_string();
         lab.start_gateway("start", nat, &["--wireshark-keys", &keys_arg]);
         // One ESP pair per remote network.
-        let up = lab.wait_for(Duration::from_secs(30), || {
+        let up = wait_for(Duration::from_secs(30), || {
             lab.list_sas().matches("INSTALLED").count() >= 2
         });
         assert!(
@@ -351,7 +93,7 @@ mod lab {
             ),
             "{status}"
         );
-        let pcap = capture.stop();
+        lab.stop_captures();
 
         // The key files: two ESP SAs, one ISAKMP SA.
         let esp_sa = std::fs::read_to_string(keys.join("esp_sa")).unwrap();
@@ -399,7 +141,7 @@ mod lab {
     pub(crate) fn on_traffic() {
         let mut lab = Lab::up("t");
         lab.start_gateway("on-traffic", "", &[]);
-        let ready = lab.wait_for(Duration::from_secs(10), || lab.status().status.success());
+        let ready = wait_for(Duration::from_secs(10), || lab.status().status.success());
         assert!(ready, "the gateway did not come up within 10 s");
 
         // Idle: no SA anywhere after two seconds.
@@ -443,7 +185,7 @@ mod lab {
         );
 
         // The lab config resends after 0.5, 1 and 2 s, then gives up: about 5.5 s.
-        let failed = lab.wait_for(Duration::from_secs(20), || {
+        let failed = wait_for(Duration::from_secs(20), || {
             text(&lab.status().stdout).contains("last error: no answer from peer: waited for MM6")
         });
         let status = text(&lab.status().stdout);
@@ -511,7 +253,7 @@ mod lab {
             Initiator::Gateway => start_gateway_with_lifetime(&mut lab, "start", 6),
             Initiator::StrongSwan => start_gateway_with_lifetime(&mut lab, "wait", 12),
         }
-        let ready = lab.wait_for(Duration::from_secs(10), || lab.status().status.success());
+        let ready = wait_for(Duration::from_secs(10), || lab.status().status.success());
         assert!(ready, "the gateway did not come up within 10 s");
         if initiator == Initiator::StrongSwan {
             let out = lab.swanctl(&[
@@ -529,7 +271,7 @@ mod lab {
                 text(&out.stdout)
             );
         }
-        let up = lab.wait_for(Duration::from_secs(20), || {
+        let up = wait_for(Duration::from_secs(20), || {
             lab.list_sas().contains("INSTALLED")
         });
         assert!(
@@ -568,7 +310,7 @@ mod lab {
     pub(crate) fn peer_expiry_renegotiated() {
         let mut lab = Lab::up_with("e", &[("LAB_CHILD_REKEY_TIME", "6s")]);
         lab.start_gateway("start", "", &[]);
-        let up = lab.wait_for(Duration::from_secs(20), || {
+        let up = wait_for(Duration::from_secs(20), || {
             lab.list_sas().contains("INSTALLED")
         });
         assert!(
@@ -611,7 +353,7 @@ mod lab {
             "delay_seconds = 2\ntimeout_seconds = 6\naction = \"clear\"",
         );
         lab.start_gateway_with(&config, &[]);
-        let up = lab.wait_for(Duration::from_secs(20), || {
+        let up = wait_for(Duration::from_secs(20), || {
             lab.list_sas().contains("INSTALLED")
         });
         assert!(
@@ -626,7 +368,7 @@ mod lab {
         let killed = run(Command::new("kill").args(["-KILL", &charon]));
         assert!(killed.status.success(), "could not kill charon {charon}");
         let started = Instant::now();
-        let dead = lab.wait_for(Duration::from_secs(20), || {
+        let dead = wait_for(Duration::from_secs(20), || {
             text(&lab.status().stdout).contains("last error: peer declared dead by DPD")
         });
         let status = text(&lab.status().stdout);
@@ -685,12 +427,12 @@ mod lab {
                 .args(["status", "--socket"])
                 .arg(&peer_socket))
         };
-        let ready = lab.wait_for(Duration::from_secs(10), || peer_status().status.success());
+        let ready = wait_for(Duration::from_secs(10), || peer_status().status.success());
         assert!(ready, "the peer gateway did not come up within 10 s");
 
-        let capture = Capture::start(&lab);
+        let pcap = lab.capture("NS_OURS", "wan0");
         lab.start_gateway_with(&ours, &[]);
-        let up = lab.wait_for(Duration::from_secs(20), || {
+        let up = wait_for(Duration::from_secs(20), || {
             text(&lab.status().stdout).contains("tunnel lab: up")
         });
         assert!(
@@ -707,7 +449,7 @@ mod lab {
                 text(&ping.stdout)
             );
         }
-        let pcap = capture.stop();
+        lab.stop_captures();
 
         let status = text(&lab.status().stdout);
         assert!(status.contains("nat-t no"), "{status}");
@@ -742,7 +484,7 @@ mod lab {
     pub(crate) fn esp_proposal_mismatch() {
         let mut lab = Lab::up_with("p", &[("LAB_ESP_PROPOSALS", "aes256-sha256-modp2048")]);
         lab.start_gateway("start", "", &[]);
-        let backing_off = lab.wait_for(Duration::from_secs(15), || {
+        let backing_off = wait_for(Duration::from_secs(15), || {
             std::fs::read_to_string(lab.gateway_log())
                 .is_ok_and(|l| l.contains("will initiate again tunnel=lab delay_s=4"))
         });
@@ -818,7 +560,7 @@ c.recv(1)
             .spawn()
             .unwrap();
         lab.extra_children.push(sink);
-        let listening = lab.wait_for(Duration::from_secs(20), || {
+        let listening = wait_for(Duration::from_secs(20), || {
             std::fs::read_to_string(&out_path).is_ok_and(|t| t.contains("listening"))
         });
         assert!(listening, "the TCP receiver in {server_ns} did not start");
@@ -843,7 +585,7 @@ c.recv(1)
             text(&client.stderr)
         );
         let mut result = String::new();
-        let done = lab.wait_for(Duration::from_secs(60), || {
+        let done = wait_for(Duration::from_secs(60), || {
             result = std::fs::read_to_string(&out_path)
                 .unwrap_or_default()
                 .lines()
@@ -902,7 +644,7 @@ c.recv(1)
             assert_eq!(toml.matches("\"sha256\"").count(), 2, "{toml}");
         }
         lab.start_gateway_with(&toml, &[]);
-        let up = lab.wait_for(Duration::from_secs(30), || {
+        let up = wait_for(Duration::from_secs(30), || {
             lab.list_sas().contains("INSTALLED")
         });
         assert!(up, "no CHILD_SA within 30 s:\n{}", lab.list_sas());
@@ -965,7 +707,7 @@ c.recv(1)
     pub(crate) fn outside_selectors_stay_out() {
         let mut lab = Lab::up("o");
         lab.start_gateway("start", "", &[]);
-        let up = lab.wait_for(Duration::from_secs(30), || {
+        let up = wait_for(Duration::from_secs(30), || {
             text(&lab.status().stdout).contains("tunnel lab: up")
         });
         assert!(
@@ -1036,7 +778,7 @@ c.recv(1)
         let nat = "\n[tunnel.static_nat]\nsubnets = [\"10.1.255.88/29\"]\n\
                    entries = [{ name = \"hr\", local = \"10.1.255.92\", remote = \"10.2.0.10\" }]\n";
         lab.start_gateway("start", nat, &[]);
-        let up = lab.wait_for(Duration::from_secs(30), || {
+        let up = wait_for(Duration::from_secs(30), || {
             text(&lab.status().stdout).contains("tunnel lab: up")
         });
         assert!(
@@ -1056,10 +798,10 @@ c.recv(1)
             .replace("delay_seconds = 10", "delay_seconds = 11");
         assert_ne!(old, new);
         std::fs::write(&config, new).unwrap();
-        let pid = lab.gateway.as_ref().map(Child::id).unwrap();
+        let pid = lab.gateway_pid().unwrap();
         let hup = run(Command::new("kill").args(["-HUP", &pid.to_string()]));
         assert!(hup.status.success());
-        let reloaded = lab.wait_for(Duration::from_secs(10), || {
+        let reloaded = wait_for(Duration::from_secs(10), || {
             std::fs::read_to_string(lab.gateway_log())
                 .is_ok_and(|l| l.contains("static NAT table replaced"))
         });
@@ -1094,7 +836,7 @@ c.recv(1)
         let out = run(Command::new(LAB_SH).args(["gateway-config", lab.var("LAB_DIR"), "start"]));
         let toml = text(&out.stdout).replace("[gateway]\n", "[gateway]\npath_mtu = 1400\n");
         lab.start_gateway_with(&toml, &[]);
-        let up = lab.wait_for(Duration::from_secs(30), || {
+        let up = wait_for(Duration::from_secs(30), || {
             text(&lab.status().stdout).contains("tunnel lab: up")
         });
         assert!(
@@ -1166,43 +908,6 @@ c.recv(1)
         assert!(status.contains("packet-too-big 1"), "{status}");
     }
 
-    impl Drop for Lab {
-        fn drop(&mut self) {
-            // No panics in here: this may run while a failing test unwinds.
-            let dir = self.vars.get("LAB_DIR").cloned().unwrap_or_default();
-            if std::thread::panicking() {
-                let charon = self.vars.get("CHARON_LOG").cloned().unwrap_or_default();
-                eprintln!(
-                    "---- gateway log (tail) ----\n{}\n---- charon log (tail) ----\n{}\n----",
-                    tail(&Path::new(&dir).join("gateway.log"), 60),
-                    tail(Path::new(&charon), 60)
-                );
-            }
-            let children = self
-                .gateway
-                .take()
-                .into_iter()
-                .chain(self.extra_children.drain(..));
-            for mut child in children {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_secs(3) {
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            if !dir.is_empty() {
-                let _ = Command::new(LAB_SH).args(["down", &dir]).status();
-            }
-        }
-    }
-
     /// Counters from `status`: the numbers after "in" and "out" on the packets line.
     pub(crate) fn packet_counts(status: &str) -> Option<(u64, u64)> {
         let line = status
@@ -1239,7 +944,7 @@ c.recv(1)
         );
 
         // The gateway is ready when its control socket answers.
-        let ready = lab.wait_for(Duration::from_secs(10), || lab.status().status.success());
+        let ready = wait_for(Duration::from_secs(10), || lab.status().status.success());
         assert!(ready, "the gateway did not come up within 10 s");
 
         if initiator == Initiator::StrongSwan {
@@ -1259,7 +964,7 @@ c.recv(1)
                 text(&out.stderr)
             );
         }
-        let up = lab.wait_for(Duration::from_secs(20), || {
+        let up = wait_for(Duration::from_secs(20), || {
             lab.list_sas().contains("INSTALLED")
         });
         assert!(
@@ -1337,7 +1042,7 @@ c.recv(1)
             exit.is_some_and(|s| s.success()),
             "the gateway did not exit cleanly within 5 s after SIGTERM: {exit:?}"
         );
-        let gone = lab.wait_for(Duration::from_secs(5), || {
+        let gone = wait_for(Duration::from_secs(5), || {
             !lab.list_sas().contains("lab: #")
         });
         assert!(

@@ -99,12 +99,7 @@ fn nat_in_front_of_initiator_floats_to_4500_and_uses_udp_encapsulation() {
     r.remote_addr = addr("198.51.100.254:500");
     r.phase1.remote_id = Some(Identity::Address("192.0.2.1".parse().unwrap()));
     let mut net = Net::new(l, r, 2);
-    net.nat = Some((
-        addr("192.0.2.1:500"),
-        addr("198.51.100.254:40001"),
-        addr("192.0.2.1:4500"),
-        addr("198.51.100.254:40002"),
-    ));
+    net.nat_in_front_of_left();
     net.initiate();
     net.run_until(Duration::from_secs(5));
 
@@ -742,12 +737,7 @@ fn aggressive_mode_with_fqdn_identities_and_nat() {
     l.phase1.remote_id = Some(Identity::Fqdn("right.example".into()));
     r.remote_addr = addr("198.51.100.254:500");
     let mut net = Net::new(l, r, 17);
-    net.nat = Some((
-        addr("192.0.2.1:500"),
-        addr("198.51.100.254:40001"),
-        addr("192.0.2.1:4500"),
-        addr("198.51.100.254:40002"),
-    ));
+    net.nat_in_front_of_left();
     net.initiate();
     net.run_until(Duration::from_secs(5));
 
@@ -854,12 +844,7 @@ fn draft_nat_t_peer_gets_draft_code_points() {
     r.remote_addr = addr("198.51.100.254:500");
     r.phase1.remote_id = Some(Identity::Address("192.0.2.1".parse().unwrap()));
     let mut net = Net::new(l, r, 23);
-    net.nat = Some((
-        addr("192.0.2.1:500"),
-        addr("198.51.100.254:40001"),
-        addr("192.0.2.1:4500"),
-        addr("198.51.100.254:40002"),
-    ));
+    net.nat_in_front_of_left();
     net.filter = Box::new(|n, _, d, _| {
         let mut d = d.to_vec();
         if n == 1 {

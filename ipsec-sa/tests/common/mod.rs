@@ -218,6 +218,18 @@ impl Net {
         }
     }
 
+    /// Puts the left side behind a NAT at 198.51.100.254 that maps its ports 500 and 4500
+    /// to 40001 and 40002. The right side's tunnel must name 198.51.100.254:500 as its
+    /// remote address.
+    pub(crate) fn nat_in_front_of_left(&mut self) {
+        self.nat = Some((
+            addr("192.0.2.1:500"),
+            addr("198.51.100.254:40001"),
+            addr("192.0.2.1:4500"),
+            addr("198.51.100.254:40002"),
+        ));
+    }
+
     pub(crate) fn peer(&mut self, side: Side) -> &mut Peer {
         match side {
             Side::Left => &mut self.left,
