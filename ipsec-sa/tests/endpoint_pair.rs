@@ -1244,6 +1244,58 @@ fn traffic_limits_rekey_then_delete_at_both_ends() {
     assert!(net.left.ep.poll_transmit().is_none());
 }
 
+/// A data plane split by direction reports a soft limit once per direction, so the
+/// endpoint may hear of it twice before the replacement is negotiated: one Quick Mode
+/// starts, not two. A report after the replacement failed starts another one.
+#[test]
+fn soft_limit_reported_twice_while_renewing_starts_one_quick_mode() {
+    let (mut l, mut r) = tunnels("k", "k");
+    l.phase2.lifetime_kilobytes = Some(1_000);
+    r.phase2.lifetime_kilobytes = Some(1_000);
+    let mut net = Net::new(l, r, 33);
+    net.initiate();
+    net.run_until(Duration::from_secs(5));
+    let (lp, _) = established(&net);
+
+    // Everything the left side sends is lost until `blackhole` is cleared.
+    let blackhole = std::rc::Rc::new(std::cell::Cell::new(true));
+    let lost = std::rc::Rc::clone(&blackhole);
+    net.filter = Box::new(move |_, side, d, _| {
+        if side == Side::Left && lost.get() {
+            vec![]
+        } else {
+            vec![d.to_vec()]
+        }
+    });
+    let sent = net.left.sent.len();
+    let now = net.now;
+    net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+    net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.left.sent.len(), sent + 1, "one QM1 for two reports");
+
+    // The QM1 and its retransmissions are lost: the replacement fails.
+    net.run_until(Duration::from_secs(120));
+    assert_eq!(children(&net.left.events).len(), 1, "no replacement yet");
+    assert!(
+        failures(&net.left.events).iter().any(|f| f.contains("QM2")),
+        "{:?}",
+        failures(&net.left.events)
+    );
+
+    // With the path back, a new report starts a new Quick Mode, which succeeds.
+    blackhole.set(false);
+    let now = net.now;
+    net.left.ep.soft_lifetime_reached(lp.inbound.spi, now);
+    net.run_until(Duration::from_secs(130));
+    assert_eq!(children(&net.left.events).len(), 2);
+    assert_eq!(children(&net.right.events).len(), 2);
+    assert_mirrored(
+        children(&net.left.events)[1],
+        children(&net.right.events)[1],
+    );
+}
+
 #[test]
 fn esp_pair_outliving_its_isakmp_sa_is_deleted_under_the_newer_one() {
     let (mut l, mut r) = tunnels("k", "k");

@@ -19,8 +19,9 @@
 //! Lifetimes: each half counts its own direction's kilobytes (as `DataPlane` does) and
 //! reports its own [`Event`]s from its own `poll_event`. So a pair can be reported twice
 //! (once per half) when both directions cross a limit; the events carry the inbound SPI,
-//! by which the control plane can tell (IKEv1 rekeys and deletes a pair once however often
-//! it is asked). A half that reached a hard limit refuses traffic in its direction only;
+//! and [`crate::endpoint::Endpoint`] acts once however often it hears of a pair (a second
+//! soft report while the replacement is negotiated starts no second Quick Mode, a second
+//! hard report finds the pair gone). A half that reached a hard limit refuses traffic in its direction only;
 //! the other direction stops when the control plane removes the pair, which it does on
 //! [`Event::HardLifetime`]. `DataPlane` hides both differences: it reports each pair once
 //! and retires both directions at once.

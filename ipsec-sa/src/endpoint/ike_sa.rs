@@ -298,7 +298,7 @@ pub(super) struct IkeSa {
     /// last message of Aggressive Mode, so if it was lost only we can send it again.
     am3_unconfirmed: bool,
     /// Quick Modes to start once phase 1 is up, by selector pair.
-    pending_children: Vec<Selectors>,
+    pub(super) pending_children: Vec<Selectors>,
     /// Send INITIAL-CONTACT in MM5: this is our first SA with the peer since we started
     /// (or since every other one ended). Never on a renewal: the peer would drop the SAs
     /// still in use (RFC 2407 section 4.6.3.3).

@@ -489,6 +489,20 @@ impl Endpoint {
                     self.insert(sa);
                 }
                 SaAction::RenewChild(pair) => {
+                    // One replacement at a time: the rekey timer and a traffic limit, or a
+                    // data plane split by direction reporting its limit once per direction,
+                    // can ask twice while the first Quick Mode still runs. One that failed
+                    // no longer counts, so a later request tries again.
+                    let under_way = self.sas.values().any(|sa| {
+                        sa.tunnel == tunnel
+                            && (sa.negotiating_pair(pair) || sa.pending_children.contains(&pair))
+                    });
+                    if under_way {
+                        debug!(%tunnel, local_ts = %pair.0, remote_ts = %pair.1,
+                            "replacement of an ESP SA pair asked for again while one is \
+                             being negotiated: nothing to do");
+                        continue;
+                    }
                     // The newest established ISAKMP SA, else one being negotiated.
                     let usable = self
                         .sas
@@ -764,7 +778,8 @@ impl Endpoint {
     /// limit on traffic (kilobytes, RFC 2407 section 4.5 SA Life Type 2) or on sequence
     /// numbers: a replacement is negotiated now, the way the time lifetime's soft limit
     /// does. Forward `dataplane::Event::SoftLifetime` here. If both ends do so at once,
-    /// the rekey collision ends with one pair (the other is deleted).
+    /// the rekey collision ends with one pair (the other is deleted). Calling again while
+    /// the replacement is negotiated, or after it is established, does nothing.
     pub fn soft_lifetime_reached(&mut self, inbound_spi: u32, now: Instant) {
         let mut found = false;
         for sa in self.sas.values_mut() {
