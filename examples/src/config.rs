@@ -29,6 +29,11 @@ const DEFAULT_MTU: u16 = 1400;
 /// path. With the default TUN MTU every inner packet fits, so the check only bites when a
 /// smaller path is configured.
 const DEFAULT_PATH_MTU: u16 = 1500;
+/// Default number of data path threads (see [`Config::data_path_threads`]).
+const DEFAULT_DATA_PATH_THREADS: u16 = 1;
+/// The most data path threads: one outbound and one inbound task per local address need
+/// no more on the machines a site-to-site gateway runs on.
+const MAX_DATA_PATH_THREADS: u16 = 16;
 /// Phase 1 lifetime bounds in seconds (RFC 2409 sets none; these catch typos such as
 /// minutes written as seconds, and match the range providers accept).
 const PHASE1_LIFETIME: (u64, u64) = (300, 86_400);
@@ -93,6 +98,7 @@ struct RawGateway {
     tun_name: Option<String>,
     mtu: Option<u16>,
     path_mtu: Option<u16>,
+    data_path_threads: Option<u16>,
     control_socket: Option<PathBuf>,
     retransmit: Option<RawRetransmit>,
 }
@@ -216,6 +222,10 @@ pub(crate) struct Config {
     /// is not sent when its inner packet has DF set; the sender gets an ICMP "fragmentation
     /// needed" / ICMPv6 "packet too big" with the inner MTU instead (RFC 1191, RFC 4443).
     pub(crate) path_mtu: u16,
+    /// Threads that run the ESP data path (the IKE loop has a thread of its own besides).
+    /// With one, sealing and opening share it; with two or more, the outbound task and
+    /// the inbound tasks can run on different cores at once.
+    pub(crate) data_path_threads: u16,
     /// Where `ipsec-gateway status` connects; `None` disables the control socket.
     pub(crate) control_socket: Option<PathBuf>,
     /// IKE retransmission schedule; `None` keeps the endpoint's default.
@@ -491,6 +501,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
 
+    let data_path_threads = raw
+        .gateway
+        .data_path_threads
+        .unwrap_or(DEFAULT_DATA_PATH_THREADS);
+    if !(1..=MAX_DATA_PATH_THREADS).contains(&data_path_threads) {
+        return Err(ConfigError::Gateway {
+            field: "data_path_threads".into(),
+            problem: format!(
+                "{data_path_threads} is out of range; allowed 1 to {MAX_DATA_PATH_THREADS}"
+            ),
+        });
+    }
+
     if raw.tunnels.is_empty() {
         return Err(ConfigError::Gateway {
             field: "tunnel".into(),
@@ -513,6 +536,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         tun_name,
         mtu,
         path_mtu,
+        data_path_threads,
         control_socket: raw.gateway.control_socket,
         retransmit,
         tunnels,
@@ -1181,8 +1205,8 @@ pub(crate) fn describe(cfg: &Config) -> String {
         .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
     let _ = writeln!(
         s,
-        "gateway: tun {} mtu {}, path mtu {}, control socket {socket}",
-        cfg.tun_name, cfg.mtu, cfg.path_mtu
+        "gateway: tun {} mtu {}, path mtu {}, {} data path thread(s), control socket {socket}",
+        cfg.tun_name, cfg.mtu, cfg.path_mtu, cfg.data_path_threads
     );
     if let Some(r) = cfg.retransmit {
         let _ = writeln!(
@@ -1566,6 +1590,22 @@ lifetime_seconds = 3600
         ));
         assert_eq!(field, "phase1.lifetime_seconds");
         assert_eq!(problem, "8 is out of range; allowed 300 to 86400 seconds");
+    }
+
+    #[test]
+    fn data_path_threads_default_to_one_and_reject_out_of_range() {
+        assert_eq!(parse_str(MINIMAL).unwrap().data_path_threads, 1);
+        let cfg = parse_str(&format!("[gateway]\ndata_path_threads = 2\n{MINIMAL}")).unwrap();
+        assert_eq!(cfg.data_path_threads, 2);
+        for bad in [0, 17] {
+            match parse_str(&format!("[gateway]\ndata_path_threads = {bad}\n{MINIMAL}")) {
+                Err(ConfigError::Gateway { field, problem }) => {
+                    assert_eq!(field, "data_path_threads");
+                    assert_eq!(problem, format!("{bad} is out of range; allowed 1 to 16"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

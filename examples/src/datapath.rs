@@ -20,12 +20,20 @@
 //!   per-task write buffers and written to the TUN device with tun-rs' GRO: TCP segments
 //!   of one flow are coalesced back into one super-packet (one `write` for up to 64 KiB),
 //!   other packets are written one by one with an empty virtio header.
-//! * **Shared state** ([`DataState`] behind one `Mutex`): the data plane, the IV generator,
-//!   where each pair's ESP goes (to follow a NAT rebinding) and the static NAT tables. A
-//!   task locks it once per batch (one TUN read, one GRO receive); the IKE loop locks it
-//!   briefly to install and remove pairs, reseed the IVs, reload static NAT and print
-//!   `status`. What the IKE loop must act on (no SA for a policy, traffic seen for DPD,
-//!   lifetime events, IKE on port 4500) goes to it through its input channel as
+//! * **Threads**: the tasks run on a multi-threaded tokio runtime (two workers, see
+//!   [`crate::gateway::run`]) while the IKE loop has the main thread to itself, so sealing
+//!   and opening proceed on both cores at once and a Diffie-Hellman computation of the
+//!   IKE loop holds no packet back.
+//! * **Shared state** ([`DataShared`]), one `Mutex` per direction so that the two
+//!   directions never wait for each other: [`OutState`] (the SPD and outbound SAs, the IV
+//!   generator, the static NAT tables) for the outbound task, [`InState`] (inbound SAs and
+//!   replay windows, where each pair's ESP comes from, the static NAT tables) for the
+//!   inbound tasks. A task locks its half once per batch (one TUN read, one GRO receive);
+//!   the IKE loop locks them briefly to install and remove pairs, reseed the IVs, reload
+//!   static NAT and print `status`. Lock order: `inb` before `out` wherever both are held
+//!   (the IKE loop, and an inbound task following a NAT rebinding); the outbound task
+//!   holds only `out`. What the IKE loop must act on (no SA for a policy, traffic seen for
+//!   DPD, lifetime events, IKE on port 4500) goes to it through its input channel as
 //!   [`Input`] values; the tasks never block on it for ESP.
 //!
 //! Per packet there is no allocation: buffers are allocated once per task. Per batch, the
@@ -42,10 +50,13 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use ipsec_sa::child::ChildSaPair;
 use ipsec_sa::child::Encapsulation;
 use ipsec_sa::dataplane::natt::{self as dp_natt, Udp4500};
+use ipsec_sa::dataplane::split::{self, InboundPlane, OutboundPlane};
 use ipsec_sa::dataplane::{
-    DataPlane, DropError, Event as DpEvent, Outbound, PolicyId, MAX_HEADROOM, MAX_TAILROOM,
+    DropError, DropReason, Event as DpEvent, InstallError, Outbound, PolicyId, SaPairStats,
+    MAX_HEADROOM, MAX_TAILROOM,
 };
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::mpsc;
@@ -91,30 +102,116 @@ pub(crate) enum Input {
     Lifetime(DpEvent),
 }
 
-/// The state the data path tasks and the IKE loop share (see the module docs).
+/// The state the data path tasks and the IKE loop share, one lock per direction (see the
+/// module docs for the lock order).
 #[derive(Debug)]
-pub(crate) struct DataState {
-    /// SPD, SAD, counters.
-    pub(crate) dataplane: DataPlane,
+pub(crate) struct DataShared {
+    /// The outbound task's half.
+    pub(crate) out: Mutex<OutState>,
+    /// The inbound tasks' half.
+    pub(crate) inb: Mutex<InState>,
+}
+
+/// The shared state as the tasks hold it.
+pub(crate) type Shared = Arc<DataShared>;
+
+/// What sealing needs.
+#[derive(Debug)]
+pub(crate) struct OutState {
+    /// SPD, outbound SAs, outbound counters.
+    pub(crate) plane: OutboundPlane,
     /// IVs for ESP: a ChaCha20 CSPRNG seeded from the OS, so that sealing a packet costs no
     /// system call; reseeded from the OS whenever a pair is installed. RFC 4303 section
     /// 3.2 (via RFC 3602 section 3) asks for unpredictable CBC IVs, which it gives.
     pub(crate) rng: ChaCha20Rng,
+    /// Each tunnel's static NAT (by tunnel index), replaced on SIGHUP.
+    pub(crate) static_nat: Vec<Option<Arc<StaticNat>>>,
+}
+
+/// What opening needs.
+#[derive(Debug)]
+pub(crate) struct InState {
+    /// Inbound SAs, replay windows, inbound counters.
+    pub(crate) plane: InboundPlane,
     /// Where each installed pair's ESP goes (by inbound SPI), to notice a NAT rebinding.
     pub(crate) esp_peers: HashMap<u32, SocketAddr>,
-    /// Each tunnel's static NAT (by tunnel index), replaced on SIGHUP.
+    /// Each tunnel's static NAT (by tunnel index), replaced on SIGHUP (the same tables as
+    /// [`OutState::static_nat`]).
     pub(crate) static_nat: Vec<Option<Arc<StaticNat>>>,
     /// The tunnel index of each policy.
     pub(crate) by_policy: HashMap<PolicyId, usize>,
 }
 
-/// The shared state as the tasks hold it.
-pub(crate) type Shared = Arc<Mutex<DataState>>;
+/// Locks one half of the shared state. A panic while it was held (a bug) leaves it
+/// usable: the data plane's invariants do not depend on a half-finished call.
+pub(crate) fn lock<T>(half: &Mutex<T>) -> MutexGuard<'_, T> {
+    half.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-/// Locks the shared state. A panic while it was held (a bug) leaves it usable: the data
-/// plane's invariants do not depend on a half-finished call.
-pub(crate) fn lock(shared: &Mutex<DataState>) -> MutexGuard<'_, DataState> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+impl DataShared {
+    /// Installs a negotiated pair in both halves, the inbound one first so that the
+    /// peer's first packets on it can be opened as soon as we send on it, and puts in the
+    /// `reseed` IV generator if there is one; returns the policy the pair went under.
+    pub(crate) fn install(
+        &self,
+        pair: &ChildSaPair,
+        reseed: Option<ChaCha20Rng>,
+    ) -> Result<PolicyId, InstallError> {
+        let mut inb = lock(&self.inb);
+        let mut out = lock(&self.out);
+        let policy = out.plane.find_policy(pair)?;
+        inb.plane.install(policy, pair)?;
+        if let Err(e) = out.plane.install_on(policy, pair) {
+            inb.plane.remove_pair(pair.inbound.spi);
+            return Err(e);
+        }
+        inb.esp_peers.insert(pair.inbound.spi, pair.remote);
+        if let Some(rng) = reseed {
+            out.rng = rng;
+        }
+        Ok(policy)
+    }
+
+    /// Removes a pair from both halves; returns whether either held it.
+    pub(crate) fn remove_pair(&self, inbound_spi: u32) -> bool {
+        let mut inb = lock(&self.inb);
+        inb.esp_peers.remove(&inbound_spi);
+        let removed_in = inb.plane.remove_pair(inbound_spi);
+        let removed_out = lock(&self.out).plane.remove_pair(inbound_spi);
+        removed_in || removed_out
+    }
+
+    /// Both halves' view of a pair, for `status`.
+    pub(crate) fn pair_stats(&self, inbound_spi: u32) -> Option<SaPairStats> {
+        let inb = lock(&self.inb);
+        let out = lock(&self.out);
+        split::pair_stats(&out.plane, &inb.plane, inbound_spi)
+    }
+
+    /// Drops of both directions by reason, the reasons with none left out.
+    pub(crate) fn drops(&self) -> Vec<(DropReason, u64)> {
+        let inb = lock(&self.inb);
+        let out = lock(&self.out);
+        let outbound = out.plane.drop_counters();
+        inb.plane
+            .drop_counters()
+            .iter()
+            .map(|(reason, n)| (reason, n.saturating_add(outbound.get(reason))))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Swaps tunnel `index`'s static NAT table in both directions (SIGHUP).
+    pub(crate) fn set_static_nat(&self, index: usize, nat: Option<&Arc<StaticNat>>) {
+        let mut inb = lock(&self.inb);
+        if let Some(slot) = inb.static_nat.get_mut(index) {
+            slot.clone_from(&nat.cloned());
+        }
+        let mut out = lock(&self.out);
+        if let Some(slot) = out.static_nat.get_mut(index) {
+            slot.clone_from(&nat.cloned());
+        }
+    }
 }
 
 /// What became of one packet read from the TUN device.
@@ -148,7 +245,7 @@ enum NatOutcome {
     Drop,
 }
 
-impl DataState {
+impl OutState {
     /// Applies outbound static NAT to the inner packet at `buf[MAX_HEADROOM..][..len]` and
     /// seals it.
     fn seal(&mut self, buf: &mut [u8], len: usize) -> Verdict {
@@ -162,7 +259,7 @@ impl DataState {
             NatOutcome::Untouched => None,
             NatOutcome::Translated(nat) => Some(nat),
         };
-        match self.dataplane.encapsulate(buf, inner, &mut self.rng) {
+        match self.plane.encapsulate(buf, inner, &mut self.rng) {
             Ok(Outbound::Protected(t)) => Verdict::Send {
                 packet: t.packet,
                 local: t.local,
@@ -206,6 +303,13 @@ impl DataState {
         }
     }
 
+    /// Moves the outbound half's pending lifetime events into `out` (see [`take_events`]).
+    fn take_events(&mut self, out: &mut Vec<DpEvent>) {
+        take_events(|| self.plane.poll_event(), out);
+    }
+}
+
+impl InState {
     /// Inbound static NAT of a decrypted packet of `policy`'s tunnel; false means drop it.
     fn static_nat_inbound(&self, policy: PolicyId, packet: &mut [u8]) -> bool {
         let nat = self
@@ -230,7 +334,12 @@ impl DataState {
     /// sends to: the peer's NAT mapping changed, so send there from now on (RFC 3948
     /// section 2.2 leaves following it to the implementation; only packets that passed the
     /// ICV check can move it, so a forged packet cannot redirect the tunnel).
-    fn follow_nat_rebinding(&mut self, inbound_spi: u32, remote: SocketAddr) {
+    fn follow_nat_rebinding(
+        &mut self,
+        out: &Mutex<OutState>,
+        inbound_spi: u32,
+        remote: SocketAddr,
+    ) {
         // Raw ESP has no port (we record port 0); only ESP in UDP can rebind.
         if remote.port() == 0 {
             return;
@@ -238,21 +347,27 @@ impl DataState {
         let Some(known) = self.esp_peers.get_mut(&inbound_spi) else {
             return;
         };
-        if *known != remote && self.dataplane.set_remote(inbound_spi, remote) {
+        if *known != remote && lock(out).plane.set_remote(inbound_spi, remote) {
             info!(inbound_spi = format_args!("{inbound_spi:#010x}"), from = %*known, to = %remote,
                 "peer's NAT mapping moved; ESP now goes to the new address");
             *known = remote;
         }
     }
 
-    /// Moves the data plane's pending lifetime events into `out` (bounded by its capacity;
-    /// the rest stay queued for the next batch).
+    /// Moves the inbound half's pending lifetime events into `out` (see [`take_events`]).
     fn take_events(&mut self, out: &mut Vec<DpEvent>) {
-        while out.len() < out.capacity() {
-            match self.dataplane.poll_event() {
-                Some(e) => out.push(e),
-                None => break,
-            }
+        take_events(|| self.plane.poll_event(), out);
+    }
+}
+
+/// Moves a half's pending lifetime events into `out`, bounded by its capacity (the rest
+/// stay queued for the next batch). Each half reports its own direction, so a pair whose
+/// two directions both cross a limit is reported twice; the endpoint acts once.
+fn take_events(mut poll: impl FnMut() -> Option<DpEvent>, out: &mut Vec<DpEvent>) {
+    while out.len() < out.capacity() {
+        match poll() {
+            Some(e) => out.push(e),
+            None => break,
         }
     }
 }
@@ -306,7 +421,7 @@ pub(crate) async fn outbound(
         };
         verdicts.clear();
         {
-            let mut state = lock(&shared);
+            let mut state = lock(&shared.out);
             for (buf, &len) in bufs.iter_mut().zip(&sizes).take(n) {
                 verdicts.push(state.seal(buf, len));
             }
@@ -547,8 +662,14 @@ impl TunWriter {
 
     /// Opens the ESP packet `esp` from `remote`; a packet that passes every check joins the
     /// batch.
-    fn push(&mut self, state: &mut DataState, esp: &mut [u8], remote: SocketAddr) {
-        let inbound = match state.dataplane.decapsulate(esp) {
+    fn push(
+        &mut self,
+        state: &mut InState,
+        out: &Mutex<OutState>,
+        esp: &mut [u8],
+        remote: SocketAddr,
+    ) {
+        let inbound = match state.plane.decapsulate(esp) {
             Ok(inbound) => inbound,
             // Counted and logged at debug by the data plane.
             Err(e) => {
@@ -556,7 +677,7 @@ impl TunWriter {
                 return;
             }
         };
-        state.follow_nat_rebinding(inbound.spi, remote);
+        state.follow_nat_rebinding(out, inbound.spi, remote);
         let seen = self.spis.get(..self.spi_count).unwrap_or_default();
         if !seen.contains(&inbound.spi) {
             if let Some(slot) = self.spis.get_mut(self.spi_count) {
@@ -629,14 +750,14 @@ pub(crate) async fn inbound_udp(
         };
         while let Some((len, stride, remote)) = got {
             {
-                let mut state = lock(&shared);
+                let mut state = lock(&shared.inb);
                 let datagrams = buf.get_mut(..len).unwrap_or_default();
                 for datagram in datagrams.chunks_mut(stride.max(1)) {
                     // RFC 3948 section 2: marker -> IKE, 0xFF -> keepalive, else ESP.
                     match dp_natt::classify(datagram) {
                         Ok(Udp4500::Esp(_)) => {
                             // The ESP packet is the whole datagram (classify only looked).
-                            writer.push(&mut state, datagram, remote);
+                            writer.push(&mut state, &shared.out, datagram, remote);
                         }
                         Ok(Udp4500::Ike(message)) => ike.push(Input::Ike {
                             local,
@@ -686,8 +807,8 @@ pub(crate) async fn inbound_raw(
         };
         while let Some((from, range)) = got {
             if let Some(esp) = buf.get_mut(range) {
-                let mut state = lock(&shared);
-                writer.push(&mut state, esp, SocketAddr::new(from, 0));
+                let mut state = lock(&shared.inb);
+                writer.push(&mut state, &shared.out, esp, SocketAddr::new(from, 0));
                 state.take_events(&mut writer.events);
             }
             got = if writer.count >= BATCH {

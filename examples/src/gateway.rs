@@ -7,9 +7,10 @@
 //! `tokio::signal` handles SIGTERM, `UnixListener` serves `status`) with one `select!` and no
 //! hand-written poll set. The [`Endpoint`] is owned by this loop, with no locks; reader tasks
 //! only move IKE datagrams into a bounded channel. ESP never passes through this loop: the
-//! data path tasks read the TUN device and the sockets in batches and share the data plane
-//! with the loop behind one mutex ([`crate::datapath::DataState`]), telling the loop what it
-//! must act on (no SA yet, traffic seen, lifetime events) through the same channel.
+//! data path tasks, on the runtime's worker threads, read the TUN device and the sockets in
+//! batches and share the data plane with the loop, one mutex per direction
+//! ([`crate::datapath::DataShared`]), telling the loop what it must act on (no SA yet,
+//! traffic seen, lifetime events) through the same channel.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +23,9 @@ use std::sync::Mutex;
 
 use ipsec_sa::child::ChildSaPair;
 use ipsec_sa::dataplane::natt as dp_natt;
-use ipsec_sa::dataplane::{DataPlane, DataPlaneConfig, Policy, PolicyAction, PolicyId};
+use ipsec_sa::dataplane::{
+    DataPlaneConfig, InboundPlane, OutboundPlane, Policy, PolicyAction, PolicyId,
+};
 use ipsec_sa::endpoint::{self, Endpoint, EndpointConfig, Event, TunnelId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng as _};
@@ -31,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
 use crate::config::{self, Config, Initiate, StaticNat};
-use crate::datapath::{self, lock, DataState, Input, Shared, MAX_PACKET};
+use crate::datapath::{self, DataShared, InState, Input, OutState, Shared, MAX_PACKET};
 use crate::keys::KeyLog;
 use crate::net::{self, OuterSockets, NATT_PORT};
 
@@ -47,9 +50,16 @@ const ON_TRAFFIC_HOLDOFF: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs the gateway until SIGTERM or SIGINT.
+///
+/// The IKE loop ([`Gateway::run`]) runs on the calling thread (`block_on`), the data path
+/// tasks it spawns on the runtime's `data_path_threads` worker threads, so a
+/// Diffie-Hellman computation of the loop never holds packets back, and with two or more
+/// workers the two directions are sealed and opened on different cores at once.
 pub(crate) fn run(config_path: &Path, wireshark_keys: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = config::load(config_path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(cfg.data_path_threads))
+        .thread_name("ipsec-data")
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -192,6 +202,7 @@ struct GatewaySettings {
     tun_name: String,
     mtu: u16,
     path_mtu: u16,
+    data_path_threads: u16,
     control_socket: Option<PathBuf>,
     retransmit: Option<config::Retransmit>,
 }
@@ -202,6 +213,7 @@ impl GatewaySettings {
             tun_name: cfg.tun_name.clone(),
             mtu: cfg.mtu,
             path_mtu: cfg.path_mtu,
+            data_path_threads: cfg.data_path_threads,
             control_socket: cfg.control_socket.clone(),
             retransmit: cfg.retransmit,
         }
@@ -231,10 +243,11 @@ impl Gateway {
             };
         }
         let mut endpoint = Endpoint::new(endpoint_config, Box::new(OsRng));
-        let mut dataplane = DataPlane::new(DataPlaneConfig {
+        let dp_config = DataPlaneConfig {
             default_path_mtu: Some(usize::from(cfg.path_mtu)),
             ..DataPlaneConfig::default()
-        });
+        };
+        let mut outbound = OutboundPlane::new(dp_config);
 
         let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
         let mut by_id = HashMap::new();
@@ -247,7 +260,7 @@ impl Gateway {
                 .with_context(|| format!("tunnel {:?} refused by the IKE endpoint", t.name))?;
             for local in &t.local_subnets {
                 for remote in &t.remote_subnets {
-                    let p = dataplane.add_policy(Policy {
+                    let p = outbound.add_policy(Policy {
                         local: *local,
                         remote: *remote,
                         action: PolicyAction::Protect,
@@ -297,16 +310,23 @@ impl Gateway {
         }
 
         let rng = ChaCha20Rng::from_rng(OsRng).context("seeding the IV generator")?;
-        let data = DataState {
-            dataplane,
-            rng,
-            esp_peers: HashMap::new(),
-            static_nat: tunnels.iter().map(|t| t.cfg.static_nat.clone()).collect(),
-            by_policy: by_policy.clone(),
+        let static_nat: Vec<_> = tunnels.iter().map(|t| t.cfg.static_nat.clone()).collect();
+        let data = DataShared {
+            out: Mutex::new(OutState {
+                plane: outbound,
+                rng,
+                static_nat: static_nat.clone(),
+            }),
+            inb: Mutex::new(InState {
+                plane: InboundPlane::new(dp_config),
+                esp_peers: HashMap::new(),
+                static_nat,
+                by_policy: by_policy.clone(),
+            }),
         };
         Ok(Self {
             endpoint,
-            data: Arc::new(Mutex::new(data)),
+            data: Arc::new(data),
             sockets,
             tun,
             tun_name: cfg.tun_name.clone(),
@@ -504,11 +524,7 @@ impl Gateway {
                 inbound_spi,
                 outbound_spi,
             } => {
-                let removed = {
-                    let mut data = lock(&self.data);
-                    data.esp_peers.remove(&inbound_spi);
-                    data.dataplane.remove_pair(inbound_spi)
-                };
+                let removed = self.data.remove_pair(inbound_spi);
                 let Some(i) = tunnel_of(&tunnel) else { return };
                 let Some(t) = self.tunnels.get_mut(i) else {
                     return;
@@ -586,8 +602,11 @@ impl Gateway {
         let Some(t) = self.tunnels.get_mut(index) else {
             return;
         };
-        let mut data = lock(&self.data);
-        match data.dataplane.install(pair) {
+        // A fresh IV generator for each new pair (see `OutState::rng`).
+        let reseed = ChaCha20Rng::from_rng(OsRng)
+            .inspect_err(|e| warn!("IV generator not reseeded, keeping the current one: {e}"))
+            .ok();
+        match self.data.install(pair, reseed) {
             Ok(policy) => {
                 info!(tunnel = %t.cfg.name, %policy,
                     inbound_spi = format_args!("{:#010x}", pair.inbound.spi),
@@ -596,12 +615,6 @@ impl Gateway {
                     encapsulation = ?pair.encapsulation, local_ts = %pair.local_ts,
                     remote_ts = %pair.remote_ts, remote = %pair.remote, "ESP SA pair established");
                 t.pairs.push((pair.inbound.spi, pair.outbound.spi));
-                match ChaCha20Rng::from_rng(OsRng) {
-                    Ok(fresh) => data.rng = fresh,
-                    Err(e) => warn!("IV generator not reseeded, keeping the current one: {e}"),
-                }
-                data.esp_peers.insert(pair.inbound.spi, pair.remote);
-                drop(data);
                 t.retry_delay = RETRY_FIRST;
                 t.last_error = None;
                 t.dead_peer_hold = false;
@@ -716,9 +729,7 @@ impl Gateway {
             }
             t.cfg.static_nat = new.static_nat.clone();
             if let Some(i) = self.by_id.get(&t.id) {
-                if let Some(slot) = lock(&self.data).static_nat.get_mut(*i) {
-                    slot.clone_from(&new.static_nat);
-                }
+                self.data.set_static_nat(*i, new.static_nat.as_ref());
             }
             info!(tunnel = %new.name,
                 entries = new.static_nat.as_deref().map_or(0, |n| n.table.entries().len()),
@@ -826,7 +837,7 @@ impl Gateway {
                 }
             }
             for &(inbound, _) in &t.pairs {
-                if let Some(p) = lock(&self.data).dataplane.pair_stats(inbound) {
+                if let Some(p) = self.data.pair_stats(inbound) {
                     let _ = writeln!(
                         s,
                         "  esp: in {:#010x} out {:#010x}, {:?}, {} <-> {}",
@@ -857,11 +868,10 @@ impl Gateway {
                 let _ = writeln!(s, "  last error: {e}");
             }
         }
-        let drops: Vec<String> = lock(&self.data)
-            .dataplane
-            .drop_counters()
+        let drops: Vec<String> = self
+            .data
+            .drops()
             .iter()
-            .filter(|(_, n)| *n > 0)
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         if !drops.is_empty() {

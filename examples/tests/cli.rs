@@ -49,7 +49,9 @@ fn check_describes_the_example_without_printing_the_key() {
         "{stdout}"
     );
     assert!(
-        stdout.starts_with("gateway: tun ipgw0 mtu 1400, path mtu 1500, control socket "),
+        stdout.starts_with(
+            "gateway: tun ipgw0 mtu 1400, path mtu 1500, 1 data path thread(s), control socket "
+        ),
         "{stdout}"
     );
     // Two remote subnets are both negotiated now: no limitation note any more.

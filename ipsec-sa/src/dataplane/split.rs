@@ -238,8 +238,12 @@ impl OutboundPlane {
         Some((policy, spis))
     }
 
-    /// The first PROTECT policy whose selectors cover the pair's.
-    pub(super) fn find_policy(&self, pair: &ChildSaPair) -> Result<PolicyId, InstallError> {
+    /// The first PROTECT policy whose selectors cover the pair's: where
+    /// [`OutboundPlane::install`] would put it. A caller that installs the inbound half
+    /// first (so that the peer's first packets on the new pair can be opened as soon as
+    /// we send on it) asks here, then calls [`InboundPlane::install`] and
+    /// [`OutboundPlane::install_on`] with the answer.
+    pub fn find_policy(&self, pair: &ChildSaPair) -> Result<PolicyId, InstallError> {
         self.spd
             .find_protect(&pair.local_ts, &pair.remote_ts)
             .ok_or(InstallError::NoPolicy {
