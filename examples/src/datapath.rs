@@ -494,15 +494,32 @@ impl EspSender {
             };
             match encapsulation {
                 Encapsulation::Tunnel => {
-                    match &s.esp {
-                        Some(raw) => {
-                            if let Err(e) = raw.send(first, remote.ip()).await {
-                                debug!(%remote, "sending ESP failed: {e}");
-                            }
+                    // The run of raw ESP packets from this address (to any peer) goes in
+                    // one `sendmmsg`.
+                    let mut run: Vec<(&[u8], IpAddr)> =
+                        Vec::with_capacity(verdicts.len().saturating_sub(i));
+                    let mut j = i;
+                    while let Some(Verdict::Send {
+                        packet: p,
+                        local: l,
+                        remote: r,
+                        encapsulation: Encapsulation::Tunnel,
+                    }) = verdicts.get(j)
+                    {
+                        if l.ip() != local.ip() {
+                            break;
                         }
-                        None => debug!(%remote, "raw ESP socket unavailable; packet dropped"),
+                        if let Some(data) = bufs.get(j).and_then(|b| b.get(p.clone())) {
+                            run.push((data, r.ip()));
+                        }
+                        j += 1;
                     }
-                    i += 1;
+                    match &s.esp {
+                        Some(raw) => raw.send_many(&run).await,
+                        None => debug!(%remote, packets = run.len(),
+                            "raw ESP socket unavailable; packets dropped"),
+                    }
+                    i = j.max(i + 1);
                 }
                 Encapsulation::UdpTunnel => {
                     // The run of packets that can share one GSO send: same path, same
@@ -787,35 +804,50 @@ pub(crate) async fn inbound_udp(
     }
 }
 
-/// The inbound task of one raw ESP socket: packets opened into the TUN device, written in
-/// batches of what was queued.
+/// The inbound task of one raw ESP socket: up to a GRO receive's worth of packets per
+/// `recvmmsg`, opened into the TUN device, written in batches of what was queued.
 pub(crate) async fn inbound_raw(
     socket: Arc<net::RawEsp>,
     tun: Arc<AsyncDevice>,
     shared: Shared,
     tx: mpsc::Sender<Input>,
 ) {
-    let mut buf = vec![0u8; MAX_PACKET];
+    // As many buffers as a UDP GRO receive holds datagrams, so that `TunWriter`'s batch
+    // bound works alike for both. vec! of zeroes is calloc: pages no packet reaches are
+    // never touched.
+    let mut bufs: Vec<Vec<u8>> = (0..GSO_MAX_SEGMENTS)
+        .map(|_| vec![0u8; MAX_PACKET])
+        .collect();
+    let mut got: Vec<net::RawReceived> = Vec::with_capacity(GSO_MAX_SEGMENTS);
     let mut writer = TunWriter::new();
     loop {
-        let mut got = match socket.recv(&mut buf).await {
-            Ok(got) => Some(got),
+        let mut received = match socket.recv_many(&mut bufs, &mut got).await {
+            Ok(n) => n,
             Err(e) => {
                 recv_error("raw ESP", &e).await;
                 continue;
             }
         };
-        while let Some((from, range)) = got {
-            if let Some(esp) = buf.get_mut(range) {
+        loop {
+            {
                 let mut state = lock(&shared.inb);
-                writer.push(&mut state, &shared.out, esp, SocketAddr::new(from, 0));
+                for r in &got {
+                    if let Some(esp) = bufs.get_mut(r.index).and_then(|b| b.get_mut(r.esp.clone()))
+                    {
+                        writer.push(&mut state, &shared.out, esp, SocketAddr::new(r.from, 0));
+                    }
+                }
                 state.take_events(&mut writer.events);
             }
-            got = if writer.count >= BATCH {
-                None
-            } else {
-                socket.try_recv(&mut buf).ok()
-            };
+            // A full read means more may be queued: take it before writing, unless the
+            // batch could overflow.
+            if received < bufs.len() || writer.nearly_full() {
+                break;
+            }
+            match socket.try_recv_many(&mut bufs, &mut got) {
+                Ok(n) if n > 0 => received = n,
+                _ => break,
+            }
         }
         writer.flush(&tun, &tx).await;
     }

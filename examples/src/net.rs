@@ -8,13 +8,14 @@
 //! offload): tun-rs' `recv_multiple` splits a TCP super-packet into MTU-sized packets and
 //! `send_multiple` coalesces TCP segments back (GRO), see [`crate::datapath`].
 //!
-//! Batched UDP (GSO with `UDP_SEGMENT` on send, `UDP_GRO` on receive) goes through the `nix`
-//! crate's safe `sendmsg`/`recvmsg` wrappers, with tokio's readiness (`async_io`/`try_io`)
-//! around them. Routes are set with the `ip` command rather than netlink code of our own:
+//! Batched UDP (GSO with `UDP_SEGMENT` on send, `UDP_GRO` on receive) and batched raw ESP
+//! (`sendmmsg`/`recvmmsg`: one system call for a run of packets) go through the `nix`
+//! crate's safe wrappers, with tokio's readiness (`async_io`/`try_io`, `AsyncFd`) around
+//! them. Routes are set with the `ip` command rather than netlink code of our own:
 //! one `ip route replace` per subnet at startup is not a hot path, and the command's errors
 //! are readable.
 
-use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd as _;
 use std::process::Command;
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use ipsec_sa::selector::TrafficSelector;
 use nix::sys::socket::{
-    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrStorage,
+    recvmmsg, recvmsg, sendmmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned,
+    MsgFlags, MultiHeaders, SockaddrStorage,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -133,54 +134,132 @@ impl RawEsp {
         Ok(Self { fd })
     }
 
-    /// Receives one ESP packet: returns the sender and the range of `buf` holding the ESP
-    /// header and everything after it (the IPv4 header is skipped).
-    pub(crate) async fn recv(
+    /// Waits for ESP packets and receives as many as are queued, up to one per buffer of
+    /// `bufs`, in one `recvmmsg`. For each, `got` (cleared first) receives the sender and
+    /// the index and range of the buffer holding the ESP header and everything after it
+    /// (the IPv4 header is skipped). A datagram with a bad IPv4 header is dropped and
+    /// logged; `got` may then hold fewer entries than were received, or none. Returns how
+    /// many datagrams were received (all `bufs` used: more may be queued).
+    pub(crate) async fn recv_many(
         &self,
-        buf: &mut [u8],
-    ) -> io::Result<(IpAddr, std::ops::Range<usize>)> {
+        bufs: &mut [Vec<u8>],
+        got: &mut Vec<RawReceived>,
+    ) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|inner| inner.get_ref().read(buf)) {
-                Ok(Ok(n)) => match strip_ipv4_header(buf.get(..n).unwrap_or_default()) {
-                    Some((src, start)) => return Ok((IpAddr::V4(src), start..n)),
-                    None => {
-                        tracing::debug!(
-                            len = n,
-                            "raw ESP: dropped datagram with a bad IPv4 header"
-                        );
-                    }
-                },
-                Ok(Err(e)) => return Err(e),
+            match guard.try_io(|inner| recv_many(inner.get_ref().as_raw_fd(), bufs, got)) {
+                Ok(result) => return result,
                 Err(_would_block) => {}
             }
         }
     }
 
-    /// As [`RawEsp::recv`], without waiting: `WouldBlock` when nothing is queued.
-    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<(IpAddr, std::ops::Range<usize>)> {
-        loop {
-            let n = self.fd.get_ref().read(buf)?;
-            match strip_ipv4_header(buf.get(..n).unwrap_or_default()) {
-                Some((src, start)) => return Ok((IpAddr::V4(src), start..n)),
-                None => {
-                    tracing::debug!(len = n, "raw ESP: dropped datagram with a bad IPv4 header");
+    /// As [`RawEsp::recv_many`], without waiting: `WouldBlock` when nothing is queued.
+    pub(crate) fn try_recv_many(
+        &self,
+        bufs: &mut [Vec<u8>],
+        got: &mut Vec<RawReceived>,
+    ) -> io::Result<usize> {
+        recv_many(self.fd.get_ref().as_raw_fd(), bufs, got)
+    }
+
+    /// Sends ESP packets (header onwards), each to its own peer, in as few `sendmmsg`
+    /// calls as the kernel lets us; the kernel adds the IPv4 headers. A packet the kernel
+    /// refuses is logged and skipped, and the rest still go.
+    pub(crate) async fn send_many(&self, packets: &[(&[u8], IpAddr)]) {
+        let mut rest = packets;
+        while !rest.is_empty() {
+            let result = loop {
+                let mut guard = match self.fd.writable().await {
+                    Ok(guard) => guard,
+                    Err(e) => break Err(e),
+                };
+                match guard.try_io(|inner| send_many(inner.get_ref().as_raw_fd(), rest)) {
+                    Ok(result) => break result,
+                    Err(_would_block) => {}
                 }
-            }
+            };
+            let done = match result {
+                Ok(sent) => sent.max(1),
+                Err(e) => {
+                    if let Some((_, peer)) = rest.first() {
+                        tracing::debug!(%peer, "sending ESP failed: {e}");
+                    }
+                    1
+                }
+            };
+            rest = rest.get(done..).unwrap_or_default();
         }
     }
+}
 
-    /// Sends one ESP packet (header onwards) to `peer`; the kernel adds the IPv4 header.
-    pub(crate) async fn send(&self, packet: &[u8], peer: IpAddr) -> io::Result<usize> {
-        let to: socket2::SockAddr = SocketAddr::new(peer, 0).into();
-        loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|inner| inner.get_ref().send_to(packet, &to)) {
-                Ok(r) => return r,
-                Err(_would_block) => {}
-            }
+/// One ESP packet taken by [`RawEsp::recv_many`]: `bufs[index][esp]` from `from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawReceived {
+    pub(crate) from: IpAddr,
+    pub(crate) index: usize,
+    pub(crate) esp: std::ops::Range<usize>,
+}
+
+/// One non-blocking `recvmmsg` into `bufs`; see [`RawEsp::recv_many`].
+fn recv_many(
+    fd: std::os::fd::RawFd,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<RawReceived>,
+) -> io::Result<usize> {
+    got.clear();
+    // (length, truncated) of each datagram received; the buffers are read once the
+    // system call's borrows of them have ended.
+    let lens: Vec<(usize, bool)> = {
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(b.as_mut_slice())])
+            .collect();
+        let mut headers = MultiHeaders::<()>::preallocate(iovs.len(), None);
+        recvmmsg(
+            fd,
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?
+        .map(|m| (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC)))
+        .collect()
+    };
+    let received = lens.len();
+    for (index, (n, truncated)) in lens.into_iter().enumerate() {
+        let Some(datagram) = bufs.get(index).and_then(|b| b.get(..n)) else {
+            continue;
+        };
+        if truncated {
+            tracing::debug!(
+                len = n,
+                "raw ESP: dropped a datagram larger than the buffer"
+            );
+            continue;
+        }
+        match strip_ipv4_header(datagram) {
+            Some((src, start)) => got.push(RawReceived {
+                from: IpAddr::V4(src),
+                index,
+                esp: start..n,
+            }),
+            None => tracing::debug!(len = n, "raw ESP: dropped datagram with a bad IPv4 header"),
         }
     }
+    Ok(received)
+}
+
+/// One non-blocking `sendmmsg` of `packets`; returns how many the kernel took.
+fn send_many(fd: std::os::fd::RawFd, packets: &[(&[u8], IpAddr)]) -> io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = packets.iter().map(|(p, _)| [IoSlice::new(p)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = packets
+        .iter()
+        .map(|(_, peer)| Some(SockaddrStorage::from(SocketAddr::new(*peer, 0))))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(packets.len(), None);
+    let sent = sendmmsg(fd, &mut headers, &iovs, &addrs, [], MsgFlags::MSG_DONTWAIT)?;
+    Ok(sent.count())
 }
 
 /// The source address and the payload offset of an IPv4 datagram, after basic checks.
