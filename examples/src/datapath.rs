@@ -6,24 +6,27 @@
 //! * **Outbound** ([`outbound`], one task): the TUN device is opened with offloads
 //!   (`IFF_VNET_HDR`, TSO4/TSO6/checksum), so the kernel hands over a whole TCP super-packet
 //!   (up to 64 KiB) in one read; tun-rs splits it into MTU-sized packets with their headers
-//!   and checksums. The data plane seals each one in place, then the ESP packets go out in
+//!   and checksums. The data plane seals the whole read in place in one batch (AES-CBC of
+//!   up to eight packets side by side, `encapsulate_batch`), then the ESP packets go out in
 //!   as few system calls as possible: consecutive ESP-in-UDP packets to the same peer that
 //!   have the same length (the last one may be shorter) leave in one `sendmsg` with
-//!   `UDP_SEGMENT` (UDP GSO, Linux 4.18+), the kernel cutting them into datagrams; raw ESP
-//!   (IP protocol 50) goes one `sendto` per packet.
+//!   `UDP_SEGMENT` (UDP GSO, Linux 4.18+), the kernel cutting them into datagrams; a run
+//!   of raw ESP packets (IP protocol 50) leaves in one `sendmmsg`.
 //! * **Inbound** ([`inbound_udp`] per UDP 4500 socket, [`inbound_raw`] per raw ESP socket):
 //!   UDP 4500 is read with `UDP_GRO`, so one `recvmsg` returns a run of datagrams of one
-//!   flow with their segment size; each datagram is classified by the RFC 3948 rule
+//!   flow with their segment size (raw ESP: one `recvmmsg` takes up to 64 packets); each
+//!   datagram is classified by the RFC 3948 rule
 //!   (non-ESP marker: IKE, handed to the IKE loop; 0xFF: NAT-keepalive; otherwise ESP) and
 //!   ESP is opened in place. After the first read, the task keeps reading without waiting
 //!   until the socket is empty or a batch is full. Decrypted packets are copied into
 //!   per-task write buffers and written to the TUN device with tun-rs' GRO: TCP segments
 //!   of one flow are coalesced back into one super-packet (one `write` for up to 64 KiB),
 //!   other packets are written one by one with an empty virtio header.
-//! * **Threads**: the tasks run on a multi-threaded tokio runtime (two workers, see
-//!   [`crate::gateway::run`]) while the IKE loop has the main thread to itself, so sealing
-//!   and opening proceed on both cores at once and a Diffie-Hellman computation of the
-//!   IKE loop holds no packet back.
+//! * **Threads**: the tasks run on the worker threads of a multi-threaded tokio runtime
+//!   (`[gateway] data_path_threads`, default 1; see [`crate::gateway::run`]) while the IKE
+//!   loop has the main thread to itself, so a Diffie-Hellman computation of the IKE loop
+//!   holds no packet back, and with two or more workers sealing and opening proceed on
+//!   different cores at once.
 //! * **Shared state** ([`DataShared`]), one `Mutex` per direction so that the two
 //!   directions never wait for each other: [`OutState`] (the SPD and outbound SAs, the IV
 //!   generator, the static NAT tables) for the outbound task, [`InState`] (inbound SAs and
@@ -36,8 +39,9 @@
 //!   DPD, lifetime events, IKE on port 4500) goes to it through its input channel as
 //!   [`Input`] values; the tasks never block on it for ESP.
 //!
-//! Per packet there is no allocation: buffers are allocated once per task. Per batch, the
-//! `nix` crate's `sendmsg` allocates the few bytes of its control-message buffer.
+//! Per packet there is no allocation: buffers are allocated once per task. Per batch there
+//! are a few small ones: the list of buffers handed to the data plane and to `sendmmsg` /
+//! `recvmmsg`, and the `nix` crate's message headers and control-message buffer.
 //!
 //! Known limits: an ICMP error for a packet too big is built in a fresh buffer (rare);
 //! UDP GSO is switched off for the rest of the run after repeated send errors with it
@@ -233,6 +237,31 @@ enum Verdict {
     },
     /// Dropped (counted and logged by the data plane or here).
     Dropped,
+    /// Passed static NAT (`nat`, if it translated) and waits for its batch to be sealed;
+    /// no packet is left in this state once [`OutState::seal_batch`] returns.
+    Sealing { nat: Option<Arc<StaticNat>> },
+}
+
+impl Verdict {
+    /// The verdict on a packet from the data plane's result; `nat` translated it.
+    fn of(result: Result<Outbound, DropError>, nat: Option<Arc<StaticNat>>) -> Self {
+        match result {
+            Ok(Outbound::Protected(t)) => Self::Send {
+                packet: t.packet,
+                local: t.local,
+                remote: t.remote,
+                encapsulation: t.encapsulation,
+            },
+            Ok(Outbound::Bypass { policy }) => {
+                debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
+                Self::Dropped
+            }
+            Err(DropError::NoOutboundSa { policy }) => Self::NoSa(policy),
+            // The inner packet is unchanged after this error.
+            Err(DropError::PacketTooBig { inner_mtu, .. }) => Self::TooBig { inner_mtu, nat },
+            Err(_) => Self::Dropped, // counted and logged at debug by the data plane
+        }
+    }
 }
 
 /// What outbound static NAT did with a packet.
@@ -246,34 +275,51 @@ enum NatOutcome {
 }
 
 impl OutState {
-    /// Applies outbound static NAT to the inner packet at `buf[MAX_HEADROOM..][..len]` and
-    /// seals it.
-    fn seal(&mut self, buf: &mut [u8], len: usize) -> Verdict {
-        let inner = MAX_HEADROOM..MAX_HEADROOM + len;
-        let Some(packet) = buf.get_mut(inner.clone()) else {
-            return Verdict::Dropped;
-        };
-        // Static NAT first (destination local -> remote), so the SPD sees the real remote host.
-        let nat = match self.static_nat_outbound(packet) {
-            NatOutcome::Drop => return Verdict::Dropped,
-            NatOutcome::Untouched => None,
-            NatOutcome::Translated(nat) => Some(nat),
-        };
-        match self.plane.encapsulate(buf, inner, &mut self.rng) {
-            Ok(Outbound::Protected(t)) => Verdict::Send {
-                packet: t.packet,
-                local: t.local,
-                remote: t.remote,
-                encapsulation: t.encapsulation,
-            },
-            Ok(Outbound::Bypass { policy }) => {
-                debug!(%policy, "bypass packet on the TUN device dropped: it was routed here by mistake");
-                Verdict::Dropped
-            }
-            Err(DropError::NoOutboundSa { policy }) => Verdict::NoSa(policy),
-            // The inner packet is unchanged after this error.
-            Err(DropError::PacketTooBig { inner_mtu, .. }) => Verdict::TooBig { inner_mtu, nat },
-            Err(_) => Verdict::Dropped, // counted and logged at debug by the data plane
+    /// Applies outbound static NAT to each inner packet `bufs[i][MAX_HEADROOM..][..sizes[i]]`
+    /// and seals them all in one [`OutboundPlane::encapsulate_batch`]; `verdicts[i]`
+    /// (cleared first) is what became of packet `i`. `results` is scratch space kept by
+    /// the caller so that a batch does not allocate it.
+    fn seal_batch(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        sizes: &[usize],
+        results: &mut Vec<Result<Outbound, DropError>>,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        verdicts.clear();
+        let mut batch: Vec<(&mut [u8], Range<usize>)> = Vec::with_capacity(sizes.len());
+        for (buf, &len) in bufs.iter_mut().zip(sizes) {
+            let inner = MAX_HEADROOM..MAX_HEADROOM + len;
+            // Static NAT first (destination local -> remote), so the SPD sees the real
+            // remote host.
+            let nat = match buf.get_mut(inner.clone()) {
+                Some(packet) => self.static_nat_outbound(packet),
+                None => NatOutcome::Drop,
+            };
+            let nat = match nat {
+                NatOutcome::Drop => {
+                    verdicts.push(Verdict::Dropped);
+                    continue;
+                }
+                NatOutcome::Untouched => None,
+                NatOutcome::Translated(nat) => Some(nat),
+            };
+            verdicts.push(Verdict::Sealing { nat });
+            batch.push((buf.as_mut_slice(), inner));
+        }
+        self.plane
+            .encapsulate_batch(&mut batch, &mut self.rng, results);
+        // One result per packet that went into the batch, in order.
+        let mut results = results.drain(..);
+        for v in verdicts.iter_mut() {
+            let Verdict::Sealing { nat } = v else {
+                continue;
+            };
+            let nat = nat.take();
+            *v = match results.next() {
+                Some(result) => Verdict::of(result, nat),
+                None => Verdict::Dropped,
+            };
         }
     }
 
@@ -406,6 +452,7 @@ pub(crate) async fn outbound(
         .collect();
     let mut sizes = vec![0usize; BATCH];
     let mut verdicts: Vec<Verdict> = Vec::with_capacity(BATCH);
+    let mut results = Vec::with_capacity(BATCH);
     let mut events: Vec<DpEvent> = Vec::with_capacity(16);
     let mut sender = EspSender::new(sockets);
     loop {
@@ -422,9 +469,11 @@ pub(crate) async fn outbound(
         verdicts.clear();
         {
             let mut state = lock(&shared.out);
-            for (buf, &len) in bufs.iter_mut().zip(&sizes).take(n) {
-                verdicts.push(state.seal(buf, len));
-            }
+            let (bufs, sizes) = (
+                bufs.get_mut(..n).unwrap_or_default(),
+                sizes.get(..n).unwrap_or_default(),
+            );
+            state.seal_batch(bufs, sizes, &mut results, &mut verdicts);
             state.take_events(&mut events);
         }
         sender.send_batch(&bufs, &verdicts).await;

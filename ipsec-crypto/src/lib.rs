@@ -68,7 +68,7 @@ pub mod secret;
 mod weak;
 
 pub use alg::{DhGroup, EncryptionAlgorithm, HashAlgorithm, IntegrityAlgorithm};
-pub use cipher::Cipher;
+pub use cipher::{CbcJob, Cipher, CBC_LANES};
 pub use dh::DhPrivateKey;
 pub use error::CryptoError;
 pub use hash::{hash, Digest, Prf};

@@ -436,6 +436,25 @@ impl DataPlane {
         result
     }
 
+    /// Protects a batch of inner packets in place, `results[i]` for `packets[i]`: the same
+    /// results and bytes as [`DataPlane::encapsulate`] on each in turn, with the CBC
+    /// encryption of packets of one SA run side by side (see
+    /// [`OutboundPlane::encapsulate_batch`]).
+    pub fn encapsulate_batch<B: AsMut<[u8]>, R: CryptoRngCore + ?Sized>(
+        &mut self,
+        packets: &mut [(B, Range<usize>)],
+        rng: &mut R,
+        results: &mut Vec<Result<Outbound, DropError>>,
+    ) {
+        self.out.encapsulate_batch(packets, rng, results);
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            self.drops.count(e.reason());
+        }
+        while let Some(e) = self.out.events.pop_front() {
+            self.merge_event(e, true);
+        }
+    }
+
     /// Checks and decrypts the ESP packet that fills `packet` (for UDP 4500: the UDP
     /// payload after [`natt::classify`]; for protocol 50: the IP payload), in place.
     ///

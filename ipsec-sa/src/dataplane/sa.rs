@@ -16,7 +16,9 @@
 
 use core::ops::Range;
 
-use ipsec_crypto::{Cipher, CryptoError, EncryptionAlgorithm, Integrity, IntegrityAlgorithm};
+use ipsec_crypto::{
+    CbcJob, Cipher, CryptoError, EncryptionAlgorithm, Integrity, IntegrityAlgorithm, CBC_LANES,
+};
 use ipsec_proto::esp::{self, EspHeader, Trailer};
 use rand_core::CryptoRngCore;
 
@@ -203,7 +205,8 @@ impl OutboundSa {
     /// for an IPv4 payload and 41 for IPv6 (tunnel mode).
     ///
     /// On error the payload bytes and the sequence counter are unchanged (bytes around the
-    /// payload may have been written).
+    /// payload may have been written). The one exception is an internal error after the
+    /// packet was framed, which the length checks made here rule out.
     pub fn seal<R: CryptoRngCore + ?Sized>(
         &mut self,
         buf: &mut [u8],
@@ -211,6 +214,23 @@ impl OutboundSa {
         next_header: u8,
         rng: &mut R,
     ) -> Result<Sealed, DropError> {
+        let framed = self.frame(buf, payload, next_header, rng)?;
+        self.protect_many(&mut [(buf, &framed)])?;
+        Ok(framed.sealed())
+    }
+
+    /// The first half of [`OutboundSa::seal`]: header, fresh IV, padding and trailer are
+    /// written around the payload and the sequence number and counters move on, but
+    /// nothing is encrypted yet. The packet must go through [`OutboundSa::protect_many`]
+    /// before anything else sees it; only the data plane calls this, so that packets of
+    /// one SA can be encrypted side by side.
+    pub(crate) fn frame<R: CryptoRngCore + ?Sized>(
+        &mut self,
+        buf: &mut [u8],
+        payload: Range<usize>,
+        next_header: u8,
+        rng: &mut R,
+    ) -> Result<Framed, DropError> {
         let Some(sequence) = self.last_sequence.checked_add(1) else {
             return Err(DropError::SequenceExhausted { spi: self.spi });
         };
@@ -255,28 +275,81 @@ impl OutboundSa {
             spi: self.spi,
             sequence_number: sequence,
         };
-        let (head, rest) = packet.split_at_mut(iv_end);
+        let head = packet.get_mut(..iv_end).ok_or(too_small)?;
         head.get_mut(..EspHeader::LEN)
             .ok_or(too_small)?
             .copy_from_slice(&header.to_bytes());
-        let iv = head.get_mut(EspHeader::LEN..).ok_or(too_small)?;
-        rng.fill_bytes(iv);
-
-        // Encrypt payload and trailer, then the ICV over SPI | seq | IV | ciphertext.
-        let (encrypted, icv) = rest.split_at_mut(encrypted_len);
-        self.cipher
-            .encrypt_cbc(iv, encrypted)
-            .map_err(|_| internal(self.spi, "cipher refused an aligned buffer"))?;
-        self.integrity
-            .compute(&[head, encrypted], icv)
-            .map_err(|_| internal(self.spi, "ICV does not fit"))?;
+        rng.fill_bytes(head.get_mut(EspHeader::LEN..).ok_or(too_small)?);
 
         self.last_sequence = sequence;
         self.counters.add(payload_len);
-        Ok(Sealed {
+        Ok(Framed {
             packet: start..end,
+            encrypted: start + iv_end..encrypted_end,
             sequence,
         })
+    }
+
+    /// The second half of [`OutboundSa::seal`] for packets this SA framed: encrypts each
+    /// one's payload and trailer (several packets side by side, see
+    /// [`Cipher::encrypt_cbc_many`]), then writes its ICV over SPI, sequence number, IV
+    /// and ciphertext (RFC 4303 section 3.3.2.1).
+    pub(crate) fn protect_many(
+        &self,
+        packets: &mut [(&mut [u8], &Framed)],
+    ) -> Result<(), DropError> {
+        let misframed = || internal(self.spi, "framed packet does not fit its buffer");
+        // A group of lanes at a time, the jobs on the stack.
+        for group in packets.chunks_mut(CBC_LANES) {
+            let mut jobs: [CbcJob<'_>; CBC_LANES] = Default::default();
+            let mut n = 0;
+            for ((buf, f), job) in group.iter_mut().zip(jobs.iter_mut()) {
+                let (head, rest) = buf
+                    .get_mut(..f.encrypted.end)
+                    .ok_or_else(misframed)?
+                    .split_at_mut(f.encrypted.start);
+                let iv = head
+                    .get(f.packet.start + EspHeader::LEN..)
+                    .ok_or_else(misframed)?;
+                *job = CbcJob { iv, buf: rest };
+                n += 1;
+            }
+            self.cipher
+                .encrypt_cbc_many(jobs.get_mut(..n).unwrap_or_default())
+                .map_err(|_| internal(self.spi, "cipher refused an aligned buffer"))?;
+            for (buf, f) in group.iter_mut() {
+                let (covered, icv) = buf
+                    .get_mut(f.packet.clone())
+                    .ok_or_else(misframed)?
+                    .split_at_mut(f.encrypted.end - f.packet.start);
+                self.integrity
+                    .compute(&[covered], icv)
+                    .map_err(|_| internal(self.spi, "ICV does not fit"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A packet [`OutboundSa::frame`] prepared and [`OutboundSa::protect_many`] has still to
+/// encrypt and authenticate. Offsets are into the caller's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Framed {
+    /// The whole ESP packet.
+    pub(crate) packet: Range<usize>,
+    /// Payload, padding and trailer: what CBC encrypts.
+    pub(crate) encrypted: Range<usize>,
+    /// Its sequence number.
+    pub(crate) sequence: u32,
+}
+
+impl Framed {
+    /// What `seal` reports once the packet is protected.
+    pub(crate) fn sealed(&self) -> Sealed {
+        Sealed {
+            packet: self.packet.clone(),
+            sequence: self.sequence,
+        }
     }
 }
 
@@ -426,7 +499,7 @@ impl InboundSa {
 }
 
 /// An internal invariant failed; reported as a malformed packet rather than a panic.
-fn internal(spi: u32, what: &'static str) -> DropError {
+pub(crate) fn internal(spi: u32, what: &'static str) -> DropError {
     tracing::error!(spi, what, "ESP transform invariant broken");
     DropError::MalformedEsp { spi, len: 0, what }
 }

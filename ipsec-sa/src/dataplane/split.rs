@@ -30,11 +30,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use ipsec_crypto::CBC_LANES;
 use ipsec_proto::esp::{NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NO_NEXT};
 use rand_core::CryptoRngCore;
 
 use super::packet::PacketInfo;
-use super::sa::{InboundSa, OutboundSa};
+use super::sa::{Framed, InboundSa, OutboundSa};
 use super::spd::Spd;
 use super::{
     esp_spi, outer_header_len, DataPlaneConfig, Direction, DropCounters, DropError, EspTransmit,
@@ -185,6 +186,28 @@ pub struct OutboundPlane {
     by_policy: BTreeMap<PolicyId, Vec<u32>>,
     drops: DropCounters,
     pub(super) events: VecDeque<Event>,
+    /// Packets of the current [`OutboundPlane::encapsulate_batch`] framed and waiting for
+    /// encryption (kept between calls so that a batch does not allocate).
+    pending: Vec<PendingSeal>,
+}
+
+/// A framed packet of a batch: where it is, which pair's SA framed it.
+#[derive(Debug)]
+struct PendingSeal {
+    index: usize,
+    pair: u32,
+    framed: Framed,
+}
+
+/// What framing one outbound packet came to.
+enum Step {
+    Bypass(PolicyId),
+    /// Framed by the SA of `pair` (its inbound SPI); `transmit` once it is protected.
+    Framed {
+        pair: u32,
+        framed: Framed,
+        transmit: EspTransmit,
+    },
 }
 
 impl OutboundPlane {
@@ -198,6 +221,7 @@ impl OutboundPlane {
             by_policy: BTreeMap::new(),
             drops: DropCounters::default(),
             events: VecDeque::with_capacity(16),
+            pending: Vec::new(),
         }
     }
 
@@ -367,20 +391,124 @@ impl OutboundPlane {
         inner: Range<usize>,
         rng: &mut R,
     ) -> Result<Outbound, DropError> {
-        let result = self.encapsulate_inner(buf, inner, rng);
+        let result = self.frame_one(buf, inner, rng).and_then(|step| match step {
+            Step::Bypass(policy) => Ok(Outbound::Bypass { policy }),
+            Step::Framed {
+                pair,
+                framed,
+                transmit,
+            } => {
+                let sa = self.pairs.get(&pair).map(|p| &p.sa);
+                protect(sa, pair, &mut [(buf, &framed)])?;
+                Ok(Outbound::Protected(transmit))
+            }
+        });
         if let Err(e) = &result {
-            self.drops.count(e.reason());
-            tracing::debug!(reason = %e.reason(), error = %e, "outbound packet dropped");
+            self.count_drop(e);
         }
         result
     }
 
-    fn encapsulate_inner<R: CryptoRngCore + ?Sized>(
+    /// Protects a batch of inner packets, each `packets[i].0[packets[i].1]` in place with
+    /// the same buffer rules as [`OutboundPlane::encapsulate`]; `results[i]` (cleared
+    /// first) is what `encapsulate` would have returned for packet `i` called in the same
+    /// order, with the same bytes on the wire for the same random numbers.
+    ///
+    /// The difference is speed: every packet is framed first (SPD, SA, limits, header,
+    /// IV, trailer), then the packets of one SA that follow each other are encrypted up to
+    /// [`CBC_LANES`] at a time side by side (see [`ipsec_crypto::Cipher::encrypt_cbc_many`])
+    /// and authenticated. For a TUN read of a TCP burst that is most of the AES work.
+    /// Allocation-free once `results` and the plane's own scratch list have grown to the
+    /// batch size.
+    pub fn encapsulate_batch<B: AsMut<[u8]>, R: CryptoRngCore + ?Sized>(
+        &mut self,
+        packets: &mut [(B, Range<usize>)],
+        rng: &mut R,
+        results: &mut Vec<Result<Outbound, DropError>>,
+    ) {
+        results.clear();
+        let mut pending = core::mem::take(&mut self.pending);
+        pending.clear();
+        for (index, (buf, inner)) in packets.iter_mut().enumerate() {
+            let result = match self.frame_one(buf.as_mut(), inner.clone(), rng) {
+                Ok(Step::Bypass(policy)) => Ok(Outbound::Bypass { policy }),
+                Ok(Step::Framed {
+                    pair,
+                    framed,
+                    transmit,
+                }) => {
+                    pending.push(PendingSeal {
+                        index,
+                        pair,
+                        framed,
+                    });
+                    Ok(Outbound::Protected(transmit))
+                }
+                Err(e) => {
+                    self.count_drop(&e);
+                    Err(e)
+                }
+            };
+            results.push(result);
+        }
+
+        // Runs of up to CBC_LANES pending packets of one pair, in order. Indices grow
+        // along `pending`, so one pass over `packets` hands out the buffers.
+        let mut bufs = packets.iter_mut().enumerate();
+        let mut start = 0;
+        while let Some(first) = pending.get(start) {
+            let run = pending
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take(CBC_LANES)
+                .take_while(|p| p.pair == first.pair)
+                .count()
+                .max(1);
+            let group = pending.get(start..start + run).unwrap_or_default();
+            start += run;
+            let mut jobs: [(&mut [u8], &Framed); CBC_LANES] =
+                core::array::from_fn(|_| (Default::default(), &EMPTY_FRAME));
+            let mut n = 0;
+            for (p, job) in group.iter().zip(jobs.iter_mut()) {
+                let Some((_, (buf, _))) = bufs.find(|(i, _)| *i == p.index) else {
+                    break;
+                };
+                *job = (buf.as_mut(), &p.framed);
+                n += 1;
+            }
+            let sa = self.pairs.get(&first.pair).map(|p| &p.sa);
+            let protected = match jobs.get_mut(..n) {
+                Some(jobs) if n == group.len() => protect(sa, first.pair, jobs),
+                _ => Err(super::sa::internal(0, "batch lost track of its buffers")),
+            };
+            if let Err(e) = protected {
+                for p in group {
+                    self.drops.count(e.reason());
+                    if let Some(slot) = results.get_mut(p.index) {
+                        *slot = Err(e);
+                    }
+                }
+            }
+        }
+        self.pending = pending;
+    }
+
+    /// Counts and logs an outbound drop.
+    fn count_drop(&mut self, e: &DropError) {
+        self.drops.count(e.reason());
+        tracing::debug!(reason = %e.reason(), error = %e, "outbound packet dropped");
+    }
+
+    /// Everything [`OutboundPlane::encapsulate`] does to a packet except encrypting it and
+    /// writing its ICV: the SPD decides, the pair's limits and path MTU are checked, the
+    /// packet is framed, the soft limits report.
+    fn frame_one<R: CryptoRngCore + ?Sized>(
         &mut self,
         buf: &mut [u8],
         inner: Range<usize>,
         rng: &mut R,
-    ) -> Result<Outbound, DropError> {
+    ) -> Result<Step, DropError> {
         let too_small = DropError::BufferTooSmall {
             headroom: MAX_HEADROOM,
             tailroom: MAX_TAILROOM,
@@ -399,12 +527,12 @@ impl OutboundPlane {
                 })?;
         match policy.action {
             PolicyAction::Discard => return Err(DropError::Discarded { policy: policy_id }),
-            PolicyAction::Bypass => return Ok(Outbound::Bypass { policy: policy_id }),
+            PolicyAction::Bypass => return Ok(Step::Bypass(policy_id)),
             PolicyAction::Protect => {}
         }
 
         // The newest pair of the policy whose (possibly narrower) selectors cover the packet.
-        let pair = self
+        let pair_spi = self
             .by_policy
             .get(&policy_id)
             .and_then(|spis| {
@@ -412,7 +540,10 @@ impl OutboundPlane {
                     .find(|spi| self.pairs.get(spi).is_some_and(|p| p.covers(&info)))
             })
             .copied()
-            .and_then(|spi| self.pairs.get_mut(&spi))
+            .ok_or(DropError::NoOutboundSa { policy: policy_id })?;
+        let pair = self
+            .pairs
+            .get_mut(&pair_spi)
             .ok_or(DropError::NoOutboundSa { policy: policy_id })?;
         let out_spi = pair.sa.spi();
         let ids = pair.ids;
@@ -435,8 +566,8 @@ impl OutboundPlane {
             NEXT_HEADER_IPV6
         };
         let payload = inner.start..inner.start + info.total_len;
-        let sealed = match pair.sa.seal(buf, payload, next_header, rng) {
-            Ok(sealed) => sealed,
+        let framed = match pair.sa.frame(buf, payload, next_header, rng) {
+            Ok(framed) => framed,
             Err(e) => {
                 if matches!(e, DropError::SequenceExhausted { .. }) {
                     ids.retire(
@@ -450,13 +581,13 @@ impl OutboundPlane {
         };
         tracing::trace!(
             spi = out_spi,
-            sequence = sealed.sequence,
+            sequence = framed.sequence,
             len = info.total_len,
             "ESP sealed"
         );
 
         // Soft limits: sequence numbers running low, or kilobytes.
-        if sealed.sequence >= self.config.sequence_soft_limit {
+        if framed.sequence >= self.config.sequence_soft_limit {
             ids.warn_soft(
                 &mut pair.limits,
                 LimitKind::SequenceNumbers,
@@ -466,15 +597,20 @@ impl OutboundPlane {
             ids.warn_soft(&mut pair.limits, LimitKind::Kilobytes, &mut self.events);
         }
 
-        Ok(Outbound::Protected(EspTransmit {
-            packet: sealed.packet,
+        let transmit = EspTransmit {
+            packet: framed.packet.clone(),
             local: pair.local,
             remote: pair.remote,
             encapsulation: pair.encapsulation,
             spi: out_spi,
-            sequence: sealed.sequence,
+            sequence: framed.sequence,
             policy: policy_id,
-        }))
+        };
+        Ok(Step::Framed {
+            pair: pair_spi,
+            framed,
+            transmit,
+        })
     }
 
     /// Applies the SPD to an inbound packet that arrived in clear (RFC 4301 section 5.2):
@@ -697,6 +833,26 @@ impl InboundPlane {
             sequence: opened.sequence,
             policy: ids.policy,
         })
+    }
+}
+
+/// A placeholder for unused slots of a stack array of jobs.
+const EMPTY_FRAME: Framed = Framed {
+    packet: 0..0,
+    encrypted: 0..0,
+    sequence: 0,
+};
+
+/// Encrypts and authenticates packets the SA of pair `pair` framed (`sa` is that SA, if
+/// the pair is still installed, which it is within one call).
+fn protect(
+    sa: Option<&OutboundSa>,
+    pair: u32,
+    packets: &mut [(&mut [u8], &Framed)],
+) -> Result<(), DropError> {
+    match sa {
+        Some(sa) => sa.protect_many(packets),
+        None => Err(super::sa::internal(pair, "framing SA vanished")),
     }
 }
 
