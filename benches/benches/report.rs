@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use ipsec_benches::esp::{Bare, Bench};
 use ipsec_benches::handshake::{dh_work, pair, run};
-use ipsec_benches::paired::{format_ns, machine_line, measure};
+use ipsec_benches::paired::{format_ns, machine_line, measure, Paired};
 use ipsec_benches::{key_bytes, suite_name, ESP_SUITES};
 use ipsec_crypto::{
     Cipher, DhGroup, DhPrivateKey, EncryptionAlgorithm, Integrity, IntegrityAlgorithm,
@@ -120,6 +120,68 @@ fn esp(quick: bool) {
     println!("\n{}\n", machine_line());
 }
 
+/// Packets per `encapsulate_batch` in [`esp_batch`]: about a 64 KiB TCP burst at 1400 bytes.
+const BATCH: usize = 32;
+
+fn esp_batch(quick: bool) {
+    println!(
+        "### ESP sealing in batches of {BATCH} (AES-CBC of up to eight packets side by side) vs one at a time and vs bare cipher + MAC\n"
+    );
+    println!("Times per packet.\n");
+    println!("| suite | inner bytes | bare enc+MAC | encapsulate | encapsulate_batch | batch / bare (median) | batch / one at a time (median) |");
+    println!("|---|---|---|---|---|---|---|");
+    let rounds = if quick { 31 } else { 151 };
+    for suite in ESP_SUITES
+        .iter()
+        .copied()
+        .filter(|s| s.0 != EncryptionAlgorithm::TripleDesCbc)
+    {
+        for size in [512, 1400] {
+            let mut bench = Bench::new(suite, size).unwrap();
+            let mut bare = Bare::new(suite, size).unwrap();
+            let mut batch = bench.batch(BATCH);
+            let per = |p: Paired| Paired {
+                baseline_ns: p.baseline_ns / BATCH as f64,
+                candidate_ns: p.candidate_ns / BATCH as f64,
+                ..p
+            };
+            let vs_bare = per(measure(
+                rounds,
+                2,
+                || {
+                    for _ in 0..BATCH {
+                        black_box(bare.encrypt_and_mac());
+                    }
+                },
+                || assert_eq!(black_box(bench.encapsulate_batch(&mut batch)), BATCH),
+            ));
+            let mut one = Bench::new(suite, size).unwrap();
+            let vs_one = per(measure(
+                rounds,
+                2,
+                || {
+                    for _ in 0..BATCH {
+                        assert_ne!(black_box(one.encapsulate()), 0);
+                    }
+                },
+                || assert_eq!(black_box(bench.encapsulate_batch(&mut batch)), BATCH),
+            ));
+            println!(
+                "| {} | {size} | {} | {} | {} | {:.2} ({:.2}) | {:.2} ({:.2}) |",
+                suite_name(suite),
+                format_ns(vs_bare.baseline_ns),
+                format_ns(vs_one.baseline_ns),
+                format_ns(vs_bare.candidate_ns),
+                vs_bare.ratio,
+                vs_bare.median_ratio,
+                vs_one.ratio,
+                vs_one.median_ratio,
+            );
+        }
+    }
+    println!("\n{}\n", machine_line());
+}
+
 fn throughput(quick: bool) {
     const LEN: usize = 1400;
     println!("### Algorithms on 1400-byte buffers, fastest round (MB/s = 10^6 bytes per second)\n");
@@ -216,6 +278,7 @@ fn main() {
     }
     if only("esp") {
         esp(quick);
+        esp_batch(quick);
     }
     if only("crypto") {
         throughput(quick);

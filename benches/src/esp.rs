@@ -87,6 +87,34 @@ impl Bench {
         }
     }
 
+    /// Puts the inner packet in each of `batch`'s buffers and seals them all with one
+    /// `encapsulate_batch`; returns how many were protected.
+    pub fn encapsulate_batch(&mut self, batch: &mut Batch) -> usize {
+        for (buf, range) in batch.packets.iter_mut() {
+            if let Some(dst) = buf.get_mut(range.clone()) {
+                dst.copy_from_slice(&self.inner);
+            }
+        }
+        self.a
+            .encapsulate_batch(&mut batch.packets, &mut self.rng, &mut batch.results);
+        batch
+            .results
+            .iter()
+            .filter(|r| matches!(r, Ok(Outbound::Protected(_))))
+            .count()
+    }
+
+    /// Buffers for [`Bench::encapsulate_batch`] of `count` packets of this bench's size.
+    pub fn batch(&self, count: usize) -> Batch {
+        let range = MAX_HEADROOM..MAX_HEADROOM + self.inner.len();
+        Batch {
+            packets: (0..count)
+                .map(|_| (vec![0; self.buf.len()], range.clone()))
+                .collect(),
+            results: Vec::with_capacity(count),
+        }
+    }
+
     /// A newly encapsulated ESP packet (next sequence number), copied out.
     pub fn fresh_packet(&mut self) -> Vec<u8> {
         let range = MAX_HEADROOM..MAX_HEADROOM + self.inner.len();
@@ -103,6 +131,12 @@ impl Bench {
     pub fn decapsulate(&mut self, packet: &mut [u8]) -> usize {
         self.b.decapsulate(packet).map_or(0, |i| i.inner.len())
     }
+}
+
+/// Buffers and results of one [`Bench::encapsulate_batch`], allocated once.
+pub struct Batch {
+    packets: Vec<(Vec<u8>, std::ops::Range<usize>)>,
+    results: Vec<Result<Outbound, ipsec_sa::dataplane::DropError>>,
 }
 
 /// The cipher and MAC work ESP does for one packet, without the data plane: CBC over the

@@ -135,11 +135,13 @@ impl Cipher {
         for job in jobs.iter() {
             self.check(job.iv, job.buf)?;
         }
+        let parallel = jobs.len() > 1;
         match &self.schedule {
-            Schedule::Aes128(c) => encrypt_lanes(c, jobs),
-            Schedule::Aes192(c) => encrypt_lanes(c, jobs),
-            Schedule::Aes256(c) => encrypt_lanes(c, jobs),
-            Schedule::Des(_) | Schedule::TripleDes(_) => {
+            Schedule::Aes128(c) if parallel => encrypt_lanes(c, jobs),
+            Schedule::Aes192(c) if parallel => encrypt_lanes(c, jobs),
+            Schedule::Aes256(c) if parallel => encrypt_lanes(c, jobs),
+            // One job (the lanes would only add their gathering), or no parallel backend.
+            _ => {
                 for job in jobs.iter_mut() {
                     self.encrypt_cbc(job.iv, job.buf)?;
                 }
@@ -196,51 +198,62 @@ pub struct CbcJob<'a> {
 }
 
 /// AES-CBC of up to [`CBC_LANES`] jobs at a time, block `n` of every job in one
-/// `encrypt_blocks` call. The jobs have been checked (16-byte IVs, whole blocks); a job
-/// shorter than the others drops out of the calls once its blocks are done.
-fn encrypt_lanes<C: BlockEncrypt<BlockSize = U16>>(cipher: &C, jobs: &mut [CbcJob<'_>]) {
+/// `encrypt_blocks` call. The jobs have been checked (16-byte IVs, whole blocks).
+///
+/// Within a group, all lanes run together up to the shortest job's length; what is left
+/// of the longer ones is a new, smaller group that goes on from each lane's last
+/// ciphertext block (so a batch of full-size packets with one short one keeps its
+/// lanes). A group of one job takes the `cbc` crate's serial loop, which is faster for a
+/// single chain.
+fn encrypt_lanes<C>(cipher: &C, jobs: &mut [CbcJob<'_>])
+where
+    C: BlockEncrypt<BlockSize = U16> + BlockCipher + Clone,
+{
     const BLOCK: usize = 16;
     for group in jobs.chunks_mut(CBC_LANES) {
-        // Each lane's chaining value: its IV, then its last ciphertext block.
-        let mut chain = [Block::<C>::default(); CBC_LANES];
-        for (c, job) in chain.iter_mut().zip(group.iter()) {
-            c.iter_mut().zip(job.iv).for_each(|(c, iv)| *c = *iv);
+        if let [job] = group {
+            // Checked by the caller: cannot fail.
+            let _ = encrypt_with(cipher, job.iv, job.buf);
+            continue;
         }
-        let longest = group.iter().map(|j| j.buf.len()).max().unwrap_or(0);
+        // Each lane's block in flight: its IV, then its last ciphertext block.
         let mut blocks = [Block::<C>::default(); CBC_LANES];
-        let mut lane_of = [0usize; CBC_LANES];
-        for offset in (0..longest).step_by(BLOCK) {
-            // Gather: plaintext XOR chaining value of every lane that has this block.
-            let mut n = 0;
-            for (lane, job) in group.iter().enumerate() {
-                let Some(plain) = job.buf.get(offset..offset + BLOCK) else {
-                    continue;
-                };
-                let (Some(block), Some(prev), Some(slot)) =
-                    (blocks.get_mut(n), chain.get(lane), lane_of.get_mut(n))
-                else {
-                    continue;
-                };
-                for ((b, p), c) in block.iter_mut().zip(plain).zip(prev.iter()) {
-                    *b = p ^ c;
-                }
-                *slot = lane;
-                n += 1;
+        for (block, job) in blocks.iter_mut().zip(group.iter()) {
+            if let Ok(iv) = <[u8; BLOCK]>::try_from(job.iv) {
+                *block = iv.into();
             }
-            let Some(active) = blocks.get_mut(..n) else {
-                continue;
-            };
-            cipher.encrypt_blocks(active);
-            // Scatter: the ciphertext goes back and becomes the lane's chaining value.
-            for (block, &lane) in active.iter().zip(lane_of.iter()) {
-                if let (Some(job), Some(prev)) = (group.get_mut(lane), chain.get_mut(lane)) {
-                    if let Some(out) = job.buf.get_mut(offset..offset + BLOCK) {
-                        out.copy_from_slice(block);
-                    }
-                    *prev = *block;
+        }
+        let n = group.len().min(CBC_LANES);
+        let shortest = group.iter().map(|j| j.buf.len()).min().unwrap_or(0);
+        for offset in (0..shortest).step_by(BLOCK) {
+            for (block, job) in blocks.iter_mut().zip(group.iter()) {
+                let plain = job.buf.get(offset..offset + BLOCK).unwrap_or_default();
+                if let Ok(plain) = <[u8; BLOCK]>::try_from(plain) {
+                    let chained = u128::from_ne_bytes((*block).into()) ^ u128::from_ne_bytes(plain);
+                    *block = chained.to_ne_bytes().into();
+                }
+            }
+            cipher.encrypt_blocks(blocks.get_mut(..n).unwrap_or_default());
+            for (block, job) in blocks.iter().zip(group.iter_mut()) {
+                if let Some(out) = job.buf.get_mut(offset..offset + BLOCK) {
+                    out.copy_from_slice(block);
                 }
             }
         }
+        // The longer jobs' remainders, each chained from its last block.
+        let mut rest: [CbcJob<'_>; CBC_LANES] = Default::default();
+        let mut m = 0;
+        for (block, job) in blocks.iter().zip(group.iter_mut()) {
+            let tail = job.buf.get_mut(shortest..).unwrap_or_default();
+            if let (false, Some(slot)) = (tail.is_empty(), rest.get_mut(m)) {
+                *slot = CbcJob {
+                    iv: block.as_slice(),
+                    buf: tail,
+                };
+                m += 1;
+            }
+        }
+        encrypt_lanes(cipher, rest.get_mut(..m).unwrap_or_default());
     }
 }
 
