@@ -2,9 +2,13 @@
 //! algorithms chosen by the input) for 10.1.0.0/24 <-> 10.2.0.0/24 over UDP 4500.
 //!
 //! Input: byte 0 picks the cipher, byte 1 the integrity algorithm, byte 2 the mode.
-//! - even mode: the rest is an inner packet for gateway A. If A protects it, B must
+//! - mode 0 (mod 4): the rest is an inner packet for gateway A. If A protects it, B must
 //!   accept the ESP packet and deliver a prefix of the same bytes (trailing bytes
 //!   beyond the IP total length are not part of the inner packet).
+//! - mode 2 (mod 4): the rest is up to 16 inner packets, each behind a 2-byte length.
+//!   A seals them with one `encapsulate_batch`; a copy of A with the same random numbers
+//!   seals them one at a time with `encapsulate`, and the two must agree on every result
+//!   and every byte; B must open each protected packet as in mode 0.
 //! - odd mode: the rest follows B's inbound SPI and goes straight to B's decapsulation
 //!   (reaches the SA lookup, replay check and ICV; nothing may panic).
 
@@ -116,6 +120,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
+    if mode % 4 == 2 {
+        let mut one_by_one = gateway(
+            a_addr,
+            b_addr,
+            keys(A_INBOUND, enc, integ, 1),
+            keys(B_INBOUND, enc, integ, 2),
+            net_a,
+            net_b,
+        );
+        batch(&mut a, &mut one_by_one, &mut b, rest);
+        return;
+    }
+
     let mut buf = vec![0u8; MAX_HEADROOM + rest.len() + MAX_TAILROOM];
     let inner = MAX_HEADROOM..MAX_HEADROOM + rest.len();
     buf[inner.clone()].copy_from_slice(rest);
@@ -133,3 +150,50 @@ fuzz_target!(|data: &[u8]| {
         "delivered packet differs from the one sent"
     );
 });
+
+/// Mode 2: `data` as length-prefixed inner packets, sealed by `a` in one batch and by
+/// `one_by_one` one at a time (same keys, same random numbers), opened by `b`.
+fn batch(a: &mut DataPlane, one_by_one: &mut DataPlane, b: &mut DataPlane, mut data: &[u8]) {
+    let mut inners: Vec<&[u8]> = Vec::new();
+    while let [hi, lo, rest @ ..] = data {
+        if inners.len() == 16 {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
+        let (inner, tail) = rest.split_at(len);
+        inners.push(inner);
+        data = tail;
+    }
+    let framed = |inner: &[u8]| {
+        let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
+        buf[MAX_HEADROOM..MAX_HEADROOM + inner.len()].copy_from_slice(inner);
+        (buf, MAX_HEADROOM..MAX_HEADROOM + inner.len())
+    };
+
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut packets: Vec<_> = inners.iter().map(|i| framed(i)).collect();
+    let mut results = Vec::new();
+    a.encapsulate_batch(&mut packets, &mut rng, &mut results);
+    assert_eq!(results.len(), inners.len());
+
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    for (k, inner) in inners.iter().enumerate() {
+        let (mut buf, range) = framed(inner);
+        let single = one_by_one.encapsulate(&mut buf, range, &mut rng);
+        assert_eq!(single, results[k], "packet {k}: batch and single results differ");
+        let Ok(Outbound::Protected(t)) = single else {
+            continue;
+        };
+        assert_eq!(
+            buf[t.packet.clone()],
+            packets[k].0[t.packet.clone()],
+            "packet {k}: batch and single bytes differ"
+        );
+        let mut esp = buf[t.packet].to_vec();
+        let delivered = b
+            .decapsulate(&mut esp)
+            .unwrap_or_else(|e| panic!("B dropped packet {k} of a batch: {e}"));
+        assert!(inner.starts_with(&esp[delivered.inner]), "packet {k} differs");
+    }
+    assert_eq!(a.drop_counters(), one_by_one.drop_counters());
+}

@@ -6,7 +6,8 @@ isakmp_message/: every captured ISAKMP message; encrypted ones a second time wit
                  stays valid and the fuzzer reaches the payload decoders).
 payload_chain/:  first-payload-type byte followed by each message's (decrypted) chain.
 nat_translate/:  ipsec-nat's captured inner packets, also with mapped addresses.
-esp_dataplane/:  algorithm/mode bytes, then captured inner pings or ESP packets.
+esp_dataplane/:  algorithm/mode bytes, then captured inner pings or ESP packets, or a
+                 batch of length-prefixed pings (mode 2).
 endpoint_datagram/: mode byte, then captured Main Mode messages with length prefixes.
 
 Usage: python3 fuzz/seeds/make_seeds.py [path/to/shared/fixtures]
@@ -72,6 +73,21 @@ for session in sorted(fixtures.glob("*/session.json")):
             if ("esp_dataplane", data) not in seen:
                 seen.add(("esp_dataplane", data))
                 (out / f"{session.parent.name}-{n}-{k}.bin").write_bytes(data)
+
+# esp_dataplane/ mode 2: [cipher, integrity, 2] then every captured ping of a scenario (up to
+# 16), each behind its 2-byte length, for encapsulate_batch.
+for session in sorted(fixtures.glob("*/session.json")):
+    packets = json.loads(session.read_text()).get("esp_packets") or []
+    inners = [bytes.fromhex(e["inner_ip_hex"]) for e in packets][:16]
+    if len(inners) < 2:
+        continue
+    body = b"".join(len(i).to_bytes(2, "big") + i for i in inners)
+    out = here / "esp_dataplane"
+    for k in range(5):
+        data = bytes([k, k, 2]) + body
+        if ("esp_dataplane", data) not in seen:
+            seen.add(("esp_dataplane", data))
+            (out / f"{session.parent.name}-batch-{k}.bin").write_bytes(data)
 
 # endpoint_datagram/: [mode] then length-prefixed datagrams: the initiator's Main Mode
 # messages of each Main Mode scenario (we play the responder), and the responder's
