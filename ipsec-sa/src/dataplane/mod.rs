@@ -27,6 +27,11 @@
 //!   packet's range in `buf` (the UDP payload for [`Encapsulation::UdpTunnel`], the IP
 //!   payload for protocol 50) and where to send it; or [`Outbound::Bypass`] (send the inner
 //!   packet in clear). The IV comes from `rng` (rand_core 0.6 `CryptoRngCore`).
+//! - Outbound, many at once: [`DataPlane::encapsulate_batch`]`(packets, rng, results)` gives
+//!   each packet the result and bytes `encapsulate` would, but frames them all first and
+//!   then encrypts the packets of one SA up to eight side by side (CBC encryption is a
+//!   chain of blocks per packet; several chains fill the AES-NI pipeline), about half the
+//!   time per packet for a burst of full-size packets.
 //! - Inbound: hand the ESP packet (for UDP 4500, after [`natt::classify`] said ESP) to
 //!   [`DataPlane::decapsulate`]`(packet)`. It finds the SA by SPI, checks anti-replay, the
 //!   ICV (constant time, before decryption), updates the window, decrypts in place, checks
