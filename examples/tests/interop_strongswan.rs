@@ -23,7 +23,7 @@ mod lab {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use crate::common::{run, text, tshark_fields, wait_for, Lab, GATEWAY, LAB_SH};
+    use crate::common::{run, status_at, text, tshark_fields, wait_for, Lab, LAB_SH};
 
     /// The phase 1 exchange.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,23 +410,10 @@ mod lab {
             .replace("initiate = \"start\"", "initiate = \"wait\"");
         let peer_config = lab.dir().join("peer.toml");
         std::fs::write(&peer_config, peer).unwrap();
-        let peer_log = File::create(lab.dir().join("peer.log")).unwrap();
-        let peer_child = Command::new("ip")
-            .args(["netns", "exec", lab.var("NS_SW"), GATEWAY, "run"])
-            .arg(&peer_config)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(peer_log.try_clone().unwrap())
-            .stderr(peer_log)
-            .spawn()
-            .unwrap();
+        let peer_child = lab.spawn_gateway("NS_SW", &peer_config, &lab.dir().join("peer.log"), &[]);
         lab.extra_children.push(peer_child);
         let peer_socket = lab.dir().join("peer-gateway.sock");
-        let peer_status = || {
-            run(Command::new(GATEWAY)
-                .args(["status", "--socket"])
-                .arg(&peer_socket))
-        };
+        let peer_status = || status_at(&peer_socket);
         let ready = wait_for(Duration::from_secs(10), || peer_status().status.success());
         assert!(ready, "the peer gateway did not come up within 10 s");
 

@@ -95,14 +95,17 @@ fuzz_target!(|data: &[u8]| {
     let b_addr: SocketAddr = "192.0.2.2:4500".parse().unwrap();
     let (net_a, net_b) = (selector([10, 1, 0, 0]), selector([10, 2, 0, 0]));
 
-    let mut a = gateway(
-        a_addr,
-        b_addr,
-        keys(A_INBOUND, enc, integ, 1),
-        keys(B_INBOUND, enc, integ, 2),
-        net_a,
-        net_b,
-    );
+    let sender = || {
+        gateway(
+            a_addr,
+            b_addr,
+            keys(A_INBOUND, enc, integ, 1),
+            keys(B_INBOUND, enc, integ, 2),
+            net_a,
+            net_b,
+        )
+    };
+    let mut a = sender();
     let mut b = gateway(
         b_addr,
         a_addr,
@@ -121,15 +124,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     if mode % 4 == 2 {
-        let mut one_by_one = gateway(
-            a_addr,
-            b_addr,
-            keys(A_INBOUND, enc, integ, 1),
-            keys(B_INBOUND, enc, integ, 2),
-            net_a,
-            net_b,
-        );
-        batch(&mut a, &mut one_by_one, &mut b, rest);
+        batch(&mut a, &mut sender(), &mut b, rest);
         return;
     }
 

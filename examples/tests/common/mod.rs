@@ -80,6 +80,13 @@ fn stop_child(child: &mut Child, signal: &str, limit: Duration) -> Option<ExitSt
     None
 }
 
+/// `ipsec-gateway status` over the control socket at `socket`.
+pub(crate) fn status_at(socket: &Path) -> Output {
+    run(Command::new(GATEWAY)
+        .args(["status", "--socket"])
+        .arg(socket))
+}
+
 /// `tshark -r PCAP [-o OPTION]... -Y FILTER -T fields -e FIELD` output lines.
 pub(crate) fn tshark_fields(
     pcap: &Path,
@@ -242,20 +249,32 @@ impl Lab {
         if !check.status.success() {
             return Err(format!("check: {}", text(&check.stderr)));
         }
-        let log = File::create(self.gateway_log()).unwrap();
-        // `ip netns exec` execs the gateway, so the child's PID is the gateway's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.var("NS_OURS"), GATEWAY, "run"])
-            .arg(&config)
+        self.gateway =
+            Some(self.spawn_gateway("NS_OURS", &config, &self.gateway_log(), extra_args));
+        Ok(())
+    }
+
+    /// `ipsec-gateway run CONFIG ARGS...` in the namespace named by the lab variable
+    /// `ns_var`, logging at debug into `log`. `ip netns exec` execs the gateway, so the
+    /// child's PID is the gateway's.
+    pub(crate) fn spawn_gateway(
+        &self,
+        ns_var: &str,
+        config: &Path,
+        log: &Path,
+        extra_args: &[&str],
+    ) -> Child {
+        let log = File::create(log).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", self.var(ns_var), GATEWAY, "run"])
+            .arg(config)
             .args(extra_args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        self.gateway = Some(child);
-        Ok(())
+            .unwrap()
     }
 
     /// The running gateway's PID (for signals), if one was started.
@@ -282,9 +301,7 @@ impl Lab {
 
     /// `ipsec-gateway status` over the lab's control socket.
     pub(crate) fn status(&self) -> Output {
-        run(Command::new(GATEWAY)
-            .args(["status", "--socket"])
-            .arg(self.control_socket()))
+        status_at(&self.control_socket())
     }
 
     /// What `status` printed.
