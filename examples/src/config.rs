@@ -1138,6 +1138,7 @@ fn validate_nat(
         })
         .collect();
 
+    let names: Vec<String> = raw.entries.iter().map(|e| e.name.clone()).collect();
     let mut entries = Vec::with_capacity(raw.entries.len());
     for (i, e) in raw.entries.into_iter().enumerate() {
         let addr = |which: &str, text: &str| -> Result<std::net::Ipv4Addr, ConfigError> {
@@ -1154,11 +1155,34 @@ fn validate_nat(
         entries.push(ipsec_nat::NatEntry::new(e.name, local, remote));
     }
     let table = ipsec_nat::NatTable::new(entries, &nat_v4, &remote_v4)
-        .map_err(|e| bad(tunnel, "static_nat.entries", e.to_string()))?;
+        .map_err(|e| bad(tunnel, nat_entry_field(&e, &names), e.to_string()))?;
     Ok(StaticNat {
         subnets,
         table: std::sync::Arc::new(table),
     })
+}
+
+/// The field a static NAT table error points at, as written in the file
+/// (`static_nat.entries[2].local`); `names` are the entries' names in file order.
+fn nat_entry_field(e: &ipsec_nat::TableError, names: &[String]) -> String {
+    use ipsec_nat::TableError as E;
+    // For errors about a later entry that repeats an earlier one's name, the later one.
+    let position = |name: &str| names.iter().rposition(|n| n == name);
+    let (index, which) = match e {
+        E::EmptyName { index } => (Some(*index), "name"),
+        E::DuplicateName { second, .. } => (Some(*second), "name"),
+        E::LocalOutsideStaticNatSubnets { name, .. } | E::DuplicateLocal { name, .. } => {
+            (position(name), "local")
+        }
+        E::RemoteOutsideProtectedSubnets { name, .. } | E::DuplicateRemote { name, .. } => {
+            (position(name), "remote")
+        }
+        _ => (None, ""),
+    };
+    match index {
+        Some(i) => format!("static_nat.entries[{i}].{which}"),
+        None => "static_nat.entries".to_owned(),
+    }
 }
 
 /// Names of weak choices in a tunnel, for `check` and a startup warning.
@@ -1672,7 +1696,7 @@ lifetime_seconds = 3600
         );
 
         let (_, field, problem) = tunnel_error(&nat("10.9.0.0/29", "10.9.0.9", "10.2.0.15"));
-        assert_eq!(field, "static_nat.entries");
+        assert_eq!(field, "static_nat.entries[0].local");
         assert!(
             problem.contains("10.9.0.9 lies in no assigned static NAT subnet"),
             "{problem}"
@@ -1776,5 +1800,107 @@ lifetime_seconds = 3600
     fn weak_choices_are_named() {
         let cfg = parse_str(&minimal_with("dh_group = [14]", "dh_group = [2]")).unwrap();
         assert_eq!(weak_choices(&cfg.tunnels[0]), vec!["DH group 2".to_owned()]);
+    }
+
+    /// A configuration with every field set, each one valid.
+    const FULL: &str = r#"
+[gateway]
+tun_name = "ipgw7"
+mtu = 1400
+path_mtu = 1500
+data_path_threads = 1
+control_socket = "/run/test.sock"
+retransmit = { initial_ms = 500, max_interval_ms = 4000, tries = 3 }
+
+[[tunnel]]
+name = "full"
+local_address = "192.0.2.1"
+remote_address = "192.0.2.2"
+initiate = "start"
+local_subnets = ["10.1.0.0/24"]
+remote_subnets = ["10.2.0.0/24", "192.168.10.0/24"]
+psk = { inline = "k" }
+[tunnel.phase1]
+mode = "main"
+encryption = ["aes128"]
+authentication = ["sha1"]
+dh_group = [14]
+lifetime_seconds = 28800
+local_id = "192.0.2.1"
+remote_id = "192.0.2.2"
+[tunnel.phase2]
+encryption = ["aes128"]
+authentication = ["sha1"]
+pfs_group = 14
+lifetime_seconds = 3600
+lifetime_kilobytes = 4000000
+[tunnel.dpd]
+delay_seconds = 10
+timeout_seconds = 30
+action = "restart"
+[tunnel.static_nat]
+subnets = ["10.1.255.88/29"]
+entries = [{ name = "hr", local = "10.1.255.92", remote = "192.168.10.15" }]
+"#;
+
+    /// Issue 10: every field wrong in turn gets an error that names it (and its tunnel), and
+    /// nothing of the file is taken: `parse` returns the error, not a partial `Config`.
+    #[test]
+    fn every_field_wrong_in_turn_is_named() {
+        parse_str(FULL).unwrap();
+        // (the line as in FULL, a wrong version of it, what the error must start with)
+        let cases: &[(&str, &str, &str)] = &[
+            ("tun_name = \"ipgw7\"", "tun_name = \"a/b\"", "gateway.tun_name: "),
+            ("mtu = 1400", "mtu = 100", "gateway.mtu: "),
+            ("path_mtu = 1500", "path_mtu = 99999", "test.toml: "),
+            ("path_mtu = 1500", "path_mtu = 100", "gateway.path_mtu: "),
+            ("data_path_threads = 1", "data_path_threads = 0", "gateway.data_path_threads: "),
+            ("initial_ms = 500", "initial_ms = 0", "gateway.retransmit"),
+            ("tries = 3", "tries = 0", "gateway.retransmit"),
+            ("name = \"full\"", "name = \"bad name\"", "tunnel \"#1\": name: "),
+            ("local_address = \"192.0.2.1\"", "local_address = \"192.0.2\"", "tunnel \"full\": local_address: "),
+            ("remote_address = \"192.0.2.2\"", "remote_address = \"x\"", "tunnel \"full\": remote_address: "),
+            ("initiate = \"start\"", "initiate = \"now\"", "tunnel \"full\": initiate: "),
+            ("local_subnets = [\"10.1.0.0/24\"]", "local_subnets = [\"10.1.0.1/24\"]", "tunnel \"full\": local_subnets[0]: "),
+            ("remote_subnets = [\"10.2.0.0/24\", \"192.168.10.0/24\"]", "remote_subnets = []", "tunnel \"full\": remote_subnets: "),
+            ("psk = { inline = \"k\" }", "psk = { inline = \"\" }", "tunnel \"full\": psk"),
+            ("mode = \"main\"", "mode = \"quick\"", "tunnel \"full\": phase1.mode: "),
+            ("encryption = [\"aes128\"]\nauthentication = [\"sha1\"]\ndh_group", "encryption = [\"aes999\"]\nauthentication = [\"sha1\"]\ndh_group", "tunnel \"full\": phase1.encryption[0]: "),
+            ("authentication = [\"sha1\"]\ndh_group", "authentication = [\"sha3\"]\ndh_group", "tunnel \"full\": phase1.authentication[0]: "),
+            ("dh_group = [14]", "dh_group = [3]", "tunnel \"full\": phase1.dh_group[0]: "),
+            ("lifetime_seconds = 28800", "lifetime_seconds = 10", "tunnel \"full\": phase1.lifetime_seconds: "),
+            ("local_id = \"192.0.2.1\"", "local_id = \"\"", "tunnel \"full\": phase1.local_id: "),
+            ("remote_id = \"192.0.2.2\"", "remote_id = \"\"", "tunnel \"full\": phase1.remote_id: "),
+            ("encryption = [\"aes128\"]\nauthentication = [\"sha1\"]\npfs_group", "encryption = [\"rc4\"]\nauthentication = [\"sha1\"]\npfs_group", "tunnel \"full\": phase2.encryption[0]: "),
+            ("authentication = [\"sha1\"]\npfs_group", "authentication = [\"crc\"]\npfs_group", "tunnel \"full\": phase2.authentication[0]: "),
+            ("pfs_group = 14", "pfs_group = 7", "tunnel \"full\": phase2.pfs_group: "),
+            ("pfs_group = 14", "pfs_group = \"maybe\"", "tunnel \"full\": phase2.pfs_group: "),
+            ("lifetime_seconds = 3600", "lifetime_seconds = 1", "tunnel \"full\": phase2.lifetime_seconds: "),
+            ("lifetime_kilobytes = 4000000", "lifetime_kilobytes = 0", "tunnel \"full\": phase2.lifetime_kilobytes: "),
+            ("delay_seconds = 10", "delay_seconds = 0", "tunnel \"full\": dpd."),
+            ("timeout_seconds = 30", "timeout_seconds = 1", "tunnel \"full\": dpd."),
+            ("action = \"restart\"", "action = \"panic\"", "tunnel \"full\": dpd.action: "),
+            ("subnets = [\"10.1.255.88/29\"]", "subnets = [\"10.1.255.88/33\"]", "tunnel \"full\": static_nat.subnets[0]: "),
+            ("name = \"hr\"", "name = \"\"", "tunnel \"full\": static_nat.entries[0].name: "),
+            ("local = \"10.1.255.92\"", "local = \"10.9.9.9\"", "tunnel \"full\": static_nat.entries[0].local: "),
+            ("remote = \"192.168.10.15\"", "remote = \"nowhere\"", "tunnel \"full\": static_nat.entries[0].remote: "),
+            // A second entry repeating the first one's name, local or remote address.
+            ("\"192.168.10.15\" }]", "\"192.168.10.15\" }, { name = \"hr\", local = \"10.1.255.93\", remote = \"192.168.10.16\" }]", "tunnel \"full\": static_nat.entries[1].name: "),
+            ("\"192.168.10.15\" }]", "\"192.168.10.15\" }, { name = \"h2\", local = \"10.1.255.92\", remote = \"192.168.10.16\" }]", "tunnel \"full\": static_nat.entries[1].local: "),
+            ("\"192.168.10.15\" }]", "\"192.168.10.15\" }, { name = \"h2\", local = \"10.1.255.93\", remote = \"192.168.10.15\" }]", "tunnel \"full\": static_nat.entries[1].remote: "),
+        ];
+        let mut wrong = Vec::new();
+        for (good, bad, expected) in cases {
+            assert!(FULL.contains(good), "{good:?} not in FULL");
+            let text = FULL.replacen(good, bad, 1);
+            match parse_str(&text) {
+                Ok(_) => wrong.push(format!("{bad:?} was accepted")),
+                Err(e) if !e.to_string().starts_with(expected) => {
+                    wrong.push(format!("{bad:?}: {e} (expected {expected:?}...)"));
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }
