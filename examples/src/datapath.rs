@@ -207,13 +207,11 @@ impl DataShared {
 
     /// Swaps tunnel `index`'s static NAT table in both directions (SIGHUP).
     pub(crate) fn set_static_nat(&self, index: usize, nat: Option<&Arc<StaticNat>>) {
-        let mut inb = lock(&self.inb);
-        if let Some(slot) = inb.static_nat.get_mut(index) {
-            slot.clone_from(&nat.cloned());
+        if let Some(slot) = lock(&self.inb).static_nat.get_mut(index) {
+            *slot = nat.cloned();
         }
-        let mut out = lock(&self.out);
-        if let Some(slot) = out.static_nat.get_mut(index) {
-            slot.clone_from(&nat.cloned());
+        if let Some(slot) = lock(&self.out).static_nat.get_mut(index) {
+            *slot = nat.cloned();
         }
     }
 }
