@@ -7,8 +7,8 @@
 )]
 
 use ipsec_crypto::{
-    Cipher, CryptoError, DhGroup, DhPrivateKey, EncryptionAlgorithm, HashAlgorithm, Integrity,
-    IntegrityAlgorithm, Prf,
+    CbcJob, Cipher, CryptoError, DhGroup, DhPrivateKey, EncryptionAlgorithm, HashAlgorithm,
+    Integrity, IntegrityAlgorithm, Prf,
 };
 
 /// One data line: its 1-based line number, the comment just above it, and its fields.
@@ -145,6 +145,48 @@ fn cbc_matches_sp800_38a_rfc3602_fips81_and_sp800_67() {
         assert_eq!(buf, ciphertext, "{} (line {})", v.name, v.line);
         cipher.decrypt_cbc(&iv, &mut buf).unwrap();
         assert_eq!(buf, plaintext, "{} (line {})", v.name, v.line);
+    }
+}
+
+/// `encrypt_cbc_many` against the same published answers: a CBC ciphertext's first `k`
+/// blocks are the encryption of the plaintext's first `k`, so a batch of prefixes of each
+/// vector (every length from none to all, some twice, more jobs than one group of lanes,
+/// the shortest first, last and in the middle) must give the ciphertext's prefixes.
+#[test]
+fn cbc_many_matches_the_same_vectors_on_prefixes_of_mixed_length() {
+    for v in vectors(include_str!("vectors/cbc.txt"), 5) {
+        let alg = cipher_alg(v.fields[0]);
+        let cipher = Cipher::new(alg, &unhex(v.fields[1])).unwrap();
+        let iv = unhex(v.fields[2]);
+        let plaintext = unhex(v.fields[3]);
+        let ciphertext = unhex(v.fields[4]);
+        let blocks = plaintext.len() / alg.block_len();
+        // Block counts of the jobs: 0..=blocks, then blocks..=0, then all of them twice.
+        let counts: Vec<usize> = (0..=blocks)
+            .chain((0..=blocks).rev())
+            .chain([blocks, blocks])
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = counts
+            .iter()
+            .map(|&k| plaintext[..k * alg.block_len()].to_vec())
+            .collect();
+        let mut jobs: Vec<CbcJob<'_>> =
+            bufs.iter_mut().map(|buf| CbcJob { iv: &iv, buf }).collect();
+        assert!(
+            jobs.len() > ipsec_crypto::CBC_LANES || blocks < 4,
+            "{}",
+            v.name
+        );
+        cipher.encrypt_cbc_many(&mut jobs).unwrap();
+        for (buf, &k) in bufs.iter().zip(&counts) {
+            assert_eq!(
+                buf[..],
+                ciphertext[..k * alg.block_len()],
+                "{} (line {}), {k} blocks",
+                v.name,
+                v.line
+            );
+        }
     }
 }
 
