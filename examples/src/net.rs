@@ -522,3 +522,62 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+
+    /// `send_many` over loopback delivers every packet, in order, to `recv_many`, across
+    /// more packets than one `recvmmsg` takes, and a packet the kernel refuses in the
+    /// middle of a run (too big for IPv4, or an IPv6 peer on the IPv4 socket) costs only
+    /// that packet. Needs root (raw sockets), as the interop tests do.
+    #[tokio::test]
+    #[ignore = "needs root: raw IP sockets"]
+    async fn raw_esp_runs_survive_a_refused_packet_and_arrive_in_order() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let esp = RawEsp::open(lo).expect("raw ESP socket (run as root)");
+        let packets: Vec<Vec<u8>> = (0u32..100)
+            .map(|i| {
+                // A made-up SPI (far from any real one) and the index as sequence number.
+                let mut p = 0xfeed_0000u32.to_be_bytes().to_vec();
+                p.extend_from_slice(&i.to_be_bytes());
+                p.resize(40 + usize::try_from(i).unwrap(), 0xa5);
+                p
+            })
+            .collect();
+        let too_big = vec![0u8; 70_000];
+        let mut run: Vec<(&[u8], IpAddr)> = Vec::new();
+        for (i, p) in packets.iter().enumerate() {
+            run.push((p, IpAddr::V4(lo)));
+            if i == 10 {
+                run.push((&too_big, IpAddr::V4(lo)));
+            }
+            if i == 70 {
+                run.push((&packets[0], IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)));
+            }
+        }
+        esp.send_many(&run).await;
+
+        let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; 65_535]).collect();
+        let mut got = Vec::new();
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        while seen.len() < packets.len() {
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                esp.recv_many(&mut bufs, &mut got),
+            )
+            .await
+            .expect("every packet arrives")
+            .unwrap();
+            assert!(n <= 64);
+            for r in &got {
+                assert_eq!(r.from, IpAddr::V4(lo));
+                let data = bufs[r.index][r.esp.clone()].to_vec();
+                if data.starts_with(&0xfeed_0000u32.to_be_bytes()) {
+                    seen.push(data);
+                }
+            }
+        }
+        assert_eq!(seen, packets);
+    }
+}
