@@ -493,21 +493,23 @@ impl DataPlane {
     /// limit in one direction retires both.
     fn merge_event(&mut self, event: Event, from_outbound: bool) {
         let (spi, hard) = match event {
-            Event::SoftLifetime { inbound_spi, .. } => (inbound_spi, false),
-            Event::HardLifetime { inbound_spi, .. } => (inbound_spi, true),
+            Event::SoftLifetime { inbound_spi, .. } => (inbound_spi, None),
+            Event::HardLifetime {
+                inbound_spi, limit, ..
+            } => (inbound_spi, Some(limit)),
         };
         let other = if from_outbound {
             self.inb.pairs.get_mut(&spi).map(|p| &mut p.limits)
         } else {
             self.out.pairs.get_mut(&spi).map(|p| &mut p.limits)
         };
-        let reported = other.map(|limits| {
-            let flag = if hard {
-                &mut limits.hard_expired
-            } else {
-                &mut limits.soft_expired
-            };
-            std::mem::replace(flag, true)
+        let reported = other.map(|limits| match hard {
+            Some(limit) => {
+                let was = limits.hard_expired;
+                limits.retire(limit);
+                was
+            }
+            None => std::mem::replace(&mut limits.soft_expired, true),
         });
         if reported != Some(true) {
             self.events.push_back(event);

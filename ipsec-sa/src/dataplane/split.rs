@@ -53,6 +53,8 @@ pub(super) struct Limits {
     soft_bytes: Option<u64>,
     pub(super) soft_expired: bool,
     pub(super) hard_expired: bool,
+    /// Which limit retired the pair, for the refusals that follow.
+    pub(super) retired_by: Option<LimitKind>,
 }
 
 impl Limits {
@@ -68,6 +70,7 @@ impl Limits {
             soft_bytes,
             soft_expired: false,
             hard_expired: false,
+            retired_by: None,
         }
     }
 
@@ -84,11 +87,21 @@ impl Limits {
         self.soft_bytes.is_some_and(|soft| so_far >= soft)
     }
 
-    /// The refusal for a direction past its hard limit, naming `spi`.
+    /// Marks the direction retired by `limit` (the first limit reached stays the reason).
+    pub(super) fn retire(&mut self, limit: LimitKind) {
+        self.hard_expired = true;
+        self.retired_by.get_or_insert(limit);
+    }
+
+    /// The refusal for a direction past its hard limit, naming `spi` and the limit that
+    /// retired it: the sequence numbers ran out, or the kilobytes.
     fn expired(&self, spi: u32) -> DropError {
-        DropError::LifetimeExpired {
-            spi,
-            kilobytes: self.hard_bytes.unwrap_or(0) / 1024,
+        match self.retired_by {
+            Some(LimitKind::SequenceNumbers) => DropError::SequenceExhausted { spi },
+            _ => DropError::LifetimeExpired {
+                spi,
+                kilobytes: self.hard_bytes.unwrap_or(0) / 1024,
+            },
         }
     }
 }
@@ -105,7 +118,7 @@ impl PairIds {
     /// Marks the limits hard-expired; queues the event the first time only.
     fn retire(self, limits: &mut Limits, limit: LimitKind, events: &mut VecDeque<Event>) {
         if !limits.hard_expired {
-            limits.hard_expired = true;
+            limits.retire(limit);
             events.push_back(Event::HardLifetime {
                 policy: self.policy,
                 inbound_spi: self.inbound_spi,
@@ -419,7 +432,10 @@ impl OutboundPlane {
     /// [`CBC_LANES`] at a time side by side (see [`ipsec_crypto::Cipher::encrypt_cbc_many`])
     /// and authenticated. For a TUN read of a TCP burst that is most of the AES work.
     /// Allocation-free once `results` and the plane's own scratch list have grown to the
-    /// batch size.
+    /// batch size. `B::as_mut` is called twice per packet (framing, then encryption) and
+    /// must give the same buffer both times, as `Vec<u8>` and `&mut [u8]` do; a packet
+    /// whose buffer changed in between is refused as an internal error, never sent in
+    /// clear.
     pub fn encapsulate_batch<B: AsMut<[u8]>, R: CryptoRngCore + ?Sized>(
         &mut self,
         packets: &mut [(B, Range<usize>)],

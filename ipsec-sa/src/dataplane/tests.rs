@@ -1934,16 +1934,14 @@ fn batch_running_out_of_sequence_numbers_equals_one_at_a_time() {
                     },
                 ]
             );
+            // Later packets of the retired pair are refused for the limit that retired it.
             assert_eq!(
                 out.results[6],
-                Err(DropError::LifetimeExpired {
-                    spi: 0xd000_0001,
-                    kilobytes: 0
-                })
+                Err(DropError::SequenceExhausted { spi: 0xd000_0001 })
             );
             assert_eq!(out.results[8], out.results[6]);
-            assert_eq!(out.drops.get(DropReason::SequenceExhausted), 1);
-            assert_eq!(out.drops.get(DropReason::LifetimeExpired), 2);
+            assert_eq!(out.drops.get(DropReason::SequenceExhausted), 3);
+            assert_eq!(out.drops.get(DropReason::LifetimeExpired), 0);
             assert_eq!(out.drops.total(), 3);
             assert_eq!(out.pairs[0].last_outbound_sequence, u32::MAX);
             assert_eq!(out.pairs[1].last_outbound_sequence, 5);
@@ -2184,4 +2182,55 @@ mod batch_properties {
             assert_same_and_sealed(&one, &many, &specs, &mut receiver, &format!("{enc:?}/{integ:?}"));
         }
     }
+}
+
+/// A buffer type whose `as_mut` hands out a different buffer on every second call: the
+/// batch frames one and would encrypt the other. The packet must be refused, not reported
+/// protected with its plaintext in place.
+#[test]
+fn batch_refuses_a_buffer_that_changed_between_framing_and_encryption() {
+    struct Fickle {
+        framed: Vec<u8>,
+        other: Vec<u8>,
+        calls: u32,
+    }
+    impl AsMut<[u8]> for Fickle {
+        fn as_mut(&mut self) -> &mut [u8] {
+            self.calls += 1;
+            if self.calls % 2 == 1 {
+                &mut self.framed
+            } else {
+                &mut self.other
+            }
+        }
+    }
+    let mut g = Gateways::new(Enc::AesCbc128, Integ::HmacSha1_96);
+    let inner = ping([10, 1, 0, 10], [10, 2, 0, 10], 300);
+    let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
+    buf[MAX_HEADROOM..MAX_HEADROOM + inner.len()].copy_from_slice(&inner);
+    let range = MAX_HEADROOM..MAX_HEADROOM + inner.len();
+    let mut packets = vec![(
+        Fickle {
+            framed: buf.clone(),
+            other: buf.clone(),
+            calls: 0,
+        },
+        range.clone(),
+    )];
+    let mut results = Vec::new();
+    g.a.encapsulate_batch(&mut packets, &mut g.rng, &mut results);
+    assert!(
+        matches!(
+            results[..],
+            [Err(DropError::MalformedEsp {
+                spi: 0xd000_0001,
+                ..
+            })]
+        ),
+        "{results:?}"
+    );
+    // The other buffer was not touched, and nothing was encrypted in the framed one.
+    assert_eq!(packets[0].0.other, buf);
+    assert_eq!(packets[0].0.framed[range], inner[..]);
+    assert_eq!(g.a.drop_counters().get(DropReason::Malformed), 1);
 }
