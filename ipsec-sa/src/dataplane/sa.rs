@@ -304,6 +304,18 @@ impl OutboundSa {
             let mut jobs: [CbcJob<'_>; CBC_LANES] = Default::default();
             let mut n = 0;
             for ((buf, f), job) in group.iter_mut().zip(jobs.iter_mut()) {
+                // The buffer must still be the one this SA framed: a caller handing a
+                // different one would otherwise get an "encrypted" packet that is not.
+                let framed_header = EspHeader {
+                    spi: self.spi,
+                    sequence_number: f.sequence,
+                }
+                .to_bytes();
+                if buf.get(f.packet.start..f.packet.start + EspHeader::LEN)
+                    != Some(&framed_header[..])
+                {
+                    return Err(internal(self.spi, "buffer is not the one framed"));
+                }
                 let (head, rest) = buf
                     .get_mut(..f.encrypted.end)
                     .ok_or_else(misframed)?
