@@ -137,13 +137,23 @@ pub(crate) struct OutState {
 pub(crate) struct InState {
     /// Inbound SAs, replay windows, inbound counters.
     pub(crate) plane: InboundPlane,
-    /// Where each installed pair's ESP goes (by inbound SPI), to notice a NAT rebinding.
-    pub(crate) esp_peers: HashMap<u32, SocketAddr>,
+    /// Where each installed pair's ESP goes and how it travels (by inbound SPI), to check
+    /// how a packet arrived and to notice a NAT rebinding.
+    pub(crate) esp_peers: HashMap<u32, EspPeer>,
     /// Each tunnel's static NAT (by tunnel index), replaced on SIGHUP (the same tables as
     /// [`OutState::static_nat`]).
     pub(crate) static_nat: Vec<Option<Arc<StaticNat>>>,
     /// The tunnel index of each policy.
     pub(crate) by_policy: HashMap<PolicyId, usize>,
+}
+
+/// The far end of an installed pair, as the inbound side checks packets against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EspPeer {
+    /// Where the pair's ESP goes (the outbound half holds the same).
+    pub(crate) addr: SocketAddr,
+    /// ESP in UDP 4500 or raw protocol 50, as negotiated.
+    pub(crate) encapsulation: Encapsulation,
 }
 
 /// Locks one half of the shared state. A panic while it was held (a bug) leaves it
@@ -169,7 +179,13 @@ impl DataShared {
             inb.plane.remove_pair(pair.inbound.spi);
             return Err(e);
         }
-        inb.esp_peers.insert(pair.inbound.spi, pair.remote);
+        inb.esp_peers.insert(
+            pair.inbound.spi,
+            EspPeer {
+                addr: pair.remote,
+                encapsulation: pair.encapsulation,
+            },
+        );
         if let Some(rng) = reseed {
             out.rng = rng;
         }
@@ -374,27 +390,42 @@ impl InState {
         }
     }
 
-    /// An authenticated ESP-in-UDP packet came from another address or port than the pair
-    /// sends to: the peer's NAT mapping changed, so send there from now on (RFC 3948
-    /// section 2.2 leaves following it to the implementation; only packets that passed the
-    /// ICV check can move it, so a forged packet cannot redirect the tunnel).
-    fn follow_nat_rebinding(
+    /// Checks how an authenticated ESP packet of the pair with `inbound_spi` arrived
+    /// (`remote` is the UDP sender, or the raw sender with port 0); false means drop it.
+    ///
+    /// A pair carries ESP the way it was negotiated (RFC 3947 section 5: encapsulation
+    /// mode 3 or 61443 for ESP in UDP, 1 for plain tunnel): a packet in the other
+    /// encapsulation is dropped, so that a copy of the peer's traffic raced into UDP 4500
+    /// by someone on the path cannot move a raw ESP pair. For ESP in UDP from another
+    /// address or port than the pair sends to, the peer's NAT mapping changed: send there
+    /// from now on (RFC 3948 section 2.2 leaves following it to the implementation; only
+    /// packets that passed the ICV and replay checks get here, so a forged one cannot).
+    fn check_arrival(
         &mut self,
         out: &Mutex<OutState>,
         inbound_spi: u32,
         remote: SocketAddr,
-    ) {
-        // Raw ESP has no port (we record port 0); only ESP in UDP can rebind.
-        if remote.port() == 0 {
-            return;
-        }
+    ) -> bool {
+        // Raw ESP has no port (we record port 0).
+        let via_udp = remote.port() != 0;
         let Some(known) = self.esp_peers.get_mut(&inbound_spi) else {
-            return;
+            return true;
         };
-        if *known != remote && lock(out).plane.set_remote(inbound_spi, remote) {
-            info!(inbound_spi = format_args!("{inbound_spi:#010x}"), from = %*known, to = %remote,
-                "peer's NAT mapping moved; ESP now goes to the new address");
-            *known = remote;
+        match (known.encapsulation, via_udp) {
+            (Encapsulation::UdpTunnel, true) => {
+                if known.addr != remote && lock(out).plane.set_remote(inbound_spi, remote) {
+                    info!(inbound_spi = format_args!("{inbound_spi:#010x}"), from = %known.addr,
+                        to = %remote, "peer's NAT mapping moved; ESP now goes to the new address");
+                    known.addr = remote;
+                }
+                true
+            }
+            (Encapsulation::Tunnel, false) => true,
+            (negotiated, _) => {
+                debug!(inbound_spi = format_args!("{inbound_spi:#010x}"), %remote, ?negotiated,
+                    via_udp, "ESP arrived in another encapsulation than its pair's; dropped");
+                false
+            }
         }
     }
 
@@ -741,7 +772,9 @@ impl TunWriter {
                 return;
             }
         };
-        state.follow_nat_rebinding(out, inbound.spi, remote);
+        if !state.check_arrival(out, inbound.spi, remote) {
+            return;
+        }
         let seen = self.spis.get(..self.spi_count).unwrap_or_default();
         if !seen.contains(&inbound.spi) {
             if let Some(slot) = self.spis.get_mut(self.spi_count) {
@@ -1137,14 +1170,8 @@ mod tests {
         assert_eq!(ipv4_destination(&p[..10]), None);
     }
 
-    /// The IKE loop, the outbound task and an inbound task following a NAT rebinding on
-    /// every packet (so it takes `out` while holding `inb`) work on one `DataShared` from
-    /// three threads at once, the IKE side installing and removing pairs and reading
-    /// status all the while: nobody deadlocks, and every packet is accounted for.
-    #[test]
-    fn lock_order_holds_under_three_threads() {
-        const ROUNDS: u32 = 300;
-        let pair = test_pair(0xc000_0001, 0xd000_0001);
+    /// Shared state with a PROTECT policy for 10.1/24 <-> 10.2/24 and `pair` installed.
+    fn shared_with(pair: &ChildSaPair) -> Shared {
         let mut plane = OutboundPlane::new(DataPlaneConfig::default());
         plane.add_policy(Policy {
             local: cidr([10, 1, 0, 0], 24),
@@ -1165,14 +1192,17 @@ mod tests {
                 by_policy: HashMap::new(),
             }),
         });
-        shared.install(&pair, None).unwrap();
+        shared.install(pair, None).unwrap();
+        shared
+    }
 
-        // What the peer sends us, sealed beforehand.
-        let mut peer = peer_of(&pair);
-        let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let inbound: Vec<Vec<u8>> = (0..ROUNDS)
+    /// ESP the peer sealed for `pair`, `count` packets.
+    fn from_peer(pair: &ChildSaPair, count: usize) -> Vec<Vec<u8>> {
+        let mut peer = peer_of(pair);
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        (0..count)
             .map(|_| {
-                let inner = udp_from([10, 2, 0, 10], [10, 1, 0, 10], 200);
+                let inner = udp_from([10, 2, 0, 10], [10, 1, 0, 10], 100);
                 let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
                 buf[MAX_HEADROOM..MAX_HEADROOM + inner.len()].copy_from_slice(&inner);
                 let range = MAX_HEADROOM..MAX_HEADROOM + inner.len();
@@ -1181,7 +1211,68 @@ mod tests {
                 };
                 buf[t.packet].to_vec()
             })
-            .collect();
+            .collect()
+    }
+
+    /// A pair takes ESP only in the encapsulation it was negotiated with: a raw ESP pair
+    /// ignores (and is not moved by) an authentic packet that arrives in UDP 4500 from
+    /// elsewhere, an ESP-in-UDP pair ignores one that arrives as protocol 50, and each
+    /// accepts its own kind; an ESP-in-UDP pair follows a new source port.
+    #[test]
+    fn esp_in_the_wrong_encapsulation_is_dropped_and_moves_nothing() {
+        let elsewhere = SocketAddr::new(IpAddr::from([203, 0, 113, 9]), 4500);
+        let raw_from_peer = SocketAddr::new(IpAddr::from([192, 0, 2, 2]), 0);
+        for encapsulation in [Encapsulation::Tunnel, Encapsulation::UdpTunnel] {
+            let mut pair = test_pair(0xc000_0001, 0xd000_0001);
+            pair.encapsulation = encapsulation;
+            let shared = shared_with(&pair);
+            let mut esp = from_peer(&pair, 3).into_iter();
+            let (wrong, right) = match encapsulation {
+                Encapsulation::Tunnel => (elsewhere, raw_from_peer),
+                Encapsulation::UdpTunnel => (raw_from_peer, elsewhere),
+            };
+            let mut writer = TunWriter::new();
+            let mut push = |packet: &mut Vec<u8>, from: SocketAddr| {
+                let mut state = lock(&shared.inb);
+                writer.push(&mut state, &shared.out, packet, from);
+                std::mem::replace(&mut writer.count, 0)
+            };
+            assert_eq!(
+                push(&mut esp.next().unwrap(), wrong),
+                0,
+                "{encapsulation:?}"
+            );
+            let remote = shared.pair_stats(0xc000_0001).unwrap().remote;
+            assert_eq!(
+                remote, pair.remote,
+                "{encapsulation:?}: moved by the wrong kind"
+            );
+            assert_eq!(
+                push(&mut esp.next().unwrap(), right),
+                1,
+                "{encapsulation:?}"
+            );
+            let remote = shared.pair_stats(0xc000_0001).unwrap().remote;
+            let expected = match encapsulation {
+                Encapsulation::Tunnel => pair.remote,
+                Encapsulation::UdpTunnel => elsewhere,
+            };
+            assert_eq!(remote, expected, "{encapsulation:?}");
+        }
+    }
+
+    /// The IKE loop, the outbound task and an inbound task following a NAT rebinding on
+    /// every packet (so it takes `out` while holding `inb`) work on one `DataShared` from
+    /// three threads at once, the IKE side installing and removing pairs and reading
+    /// status all the while: nobody deadlocks, and every packet is accounted for.
+    #[test]
+    fn lock_order_holds_under_three_threads() {
+        const ROUNDS: u32 = 300;
+        let pair = test_pair(0xc000_0001, 0xd000_0001);
+        let shared = shared_with(&pair);
+
+        // What the peer sends us, sealed beforehand.
+        let inbound = from_peer(&pair, ROUNDS as usize);
 
         let (done_tx, done_rx) = std::sync::mpsc::channel::<&'static str>();
         let outbound_task = {
@@ -1260,7 +1351,13 @@ mod tests {
         // The last rebinding stands in both halves.
         let last = SocketAddr::new(IpAddr::from([192, 0, 2, 2]), 40_001);
         assert_eq!(stats.remote, last);
-        assert_eq!(lock(&shared.inb).esp_peers.get(&0xc000_0001), Some(&last));
+        assert_eq!(
+            lock(&shared.inb)
+                .esp_peers
+                .get(&0xc000_0001)
+                .map(|p| p.addr),
+            Some(last)
+        );
         // The pairs the IKE side added and removed left nothing behind in either half.
         assert!(lock(&shared.out).plane.contains(0xc000_0001));
         assert!((0..ROUNDS).all(|i| {
