@@ -318,8 +318,8 @@ impl OutboundSa {
                 }
                 let (head, rest) = buf
                     .get_mut(..f.encrypted.end)
-                    .ok_or_else(misframed)?
-                    .split_at_mut(f.encrypted.start);
+                    .and_then(|b| b.split_at_mut_checked(f.encrypted.start))
+                    .ok_or_else(misframed)?;
                 let iv = head
                     .get(f.packet.start + EspHeader::LEN..)
                     .ok_or_else(misframed)?;
@@ -330,10 +330,11 @@ impl OutboundSa {
                 .encrypt_cbc_many(jobs.get_mut(..n).unwrap_or_default())
                 .map_err(|_| internal(self.spi, "cipher refused an aligned buffer"))?;
             for (buf, f) in group.iter_mut() {
+                let covered_len = f.encrypted.end.saturating_sub(f.packet.start);
                 let (covered, icv) = buf
                     .get_mut(f.packet.clone())
-                    .ok_or_else(misframed)?
-                    .split_at_mut(f.encrypted.end - f.packet.start);
+                    .and_then(|b| b.split_at_mut_checked(covered_len))
+                    .ok_or_else(misframed)?;
                 self.integrity
                     .compute(&[covered], icv)
                     .map_err(|_| internal(self.spi, "ICV does not fit"))?;
