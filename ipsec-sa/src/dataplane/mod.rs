@@ -359,7 +359,7 @@ impl DataPlane {
             self.inb.remove_pair(spi);
             return Err(e);
         }
-        tracing::info!(%policy, inbound_spi = format_args!("{spi:#010x}"),
+        tracing::debug!(%policy, inbound_spi = format_args!("{spi:#010x}"),
             outbound_spi = format_args!("{:#010x}", pair.outbound.spi),
             local_ts = %pair.local_ts, remote_ts = %pair.remote_ts,
             remote = %pair.remote, "ESP SA pair installed");
@@ -372,7 +372,7 @@ impl DataPlane {
         let removed_out = self.out.remove_pair(inbound_spi);
         let removed_in = self.inb.remove_pair(inbound_spi);
         if removed_out || removed_in {
-            tracing::info!(
+            tracing::debug!(
                 inbound_spi = format_args!("{inbound_spi:#010x}"),
                 outbound_spi = format_args!("{:#010x}", outbound_spi.unwrap_or(0)),
                 "ESP SA pair removed"

@@ -20,7 +20,7 @@ use ipsec_proto::isakmp::{
     RawPayload, SaPayload, DOI_IPSEC,
 };
 use ipsec_proto::DecodeError;
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, trace, warn};
 
 use super::config::{DpdAction, TunnelConfig};
 use super::error::{notify, FailureReason, PeerMisbehaved};
@@ -424,7 +424,7 @@ impl IkeSa {
     /// [`Self::set_state`] for a transition that took the old state out by value.
     fn set_state_from(&mut self, from: &'static str, next: Phase1State) {
         if from != next.name() {
-            info!(tunnel = %self.tunnel, role = ?self.role, cky_i = %super::hex8(&self.cky_i),
+            debug!(tunnel = %self.tunnel, role = ?self.role, cky_i = %super::hex8(&self.cky_i),
                 from, to = next.name(), "ISAKMP SA state");
         }
         self.state = next;
@@ -691,7 +691,7 @@ impl IkeSa {
             self.timers
                 .set(Timer::NatKeepalive, after(cx.now, NAT_KEEPALIVE_INTERVAL));
         }
-        info!(tunnel = %self.tunnel, local = %self.local, remote = %self.remote,
+        debug!(tunnel = %self.tunnel, local = %self.local, remote = %self.remote,
             nat = self.nat.any(), lifetime_s = lifetime.as_secs(), "phase 1 established");
         cx.event(Event::Phase1Established {
             tunnel: self.tunnel,
@@ -770,7 +770,7 @@ impl IkeSa {
                 }
                 Timer::Phase1Expire => self.expire_phase1(cx),
                 Timer::Phase1Rekey => {
-                    info!(
+                    debug!(
                         tunnel = %self.tunnel,
                         "ISAKMP SA nears its lifetime: starting a new Main Mode",
                     );
@@ -778,7 +778,7 @@ impl IkeSa {
                 }
                 Timer::ChildRekey(spi) => {
                     if self.owns_inbound_spi(spi) && !self.is_superseded(spi) {
-                        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+                        debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
                             "ESP SA pair nears its lifetime: negotiating a replacement");
                         // The endpoint picks the newest ISAKMP SA of the tunnel.
                         if let Some(c) = self.children.iter().find(|c| c.inbound == spi) {
@@ -789,7 +789,7 @@ impl IkeSa {
                 }
                 Timer::ChildExpire(spi) => {
                     if let Some(pos) = self.children.iter().position(|c| c.inbound == spi) {
-                        info!(
+                        debug!(
                             tunnel = %self.tunnel,
                             spi = format_args!("{spi:08x}"),
                             "ESP SA pair expired",
@@ -846,7 +846,7 @@ impl IkeSa {
                     tunnel: self.tunnel,
                 });
                 if dpd.action == DpdAction::Restart {
-                    info!(tunnel = %self.tunnel, "DPD action restart: starting a new Main Mode");
+                    debug!(tunnel = %self.tunnel, "DPD action restart: starting a new Main Mode");
                     self.actions.push(SaAction::Initiate { with_child: true });
                 }
                 self.close(cx);

@@ -20,7 +20,7 @@ use ipsec_crypto::{DhPrivateKey, SecretBytes};
 use ipsec_proto::isakmp::{
     Flags, Message, NotifyPayload, NotifyType, Payload, PayloadType, ProtocolId, DOI_IPSEC,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::config::TunnelConfig;
 use super::error::{notify, FailureReason, PeerMisbehaved};
@@ -248,7 +248,7 @@ impl IkeSa {
                 *flags |= Flags::COMMIT.0;
             }
         }
-        info!(tunnel = %self.tunnel, message_id = format_args!("{message_id:08x}"),
+        debug!(tunnel = %self.tunnel, message_id = format_args!("{message_id:08x}"),
             commit = p2.commit, local_ts = %local_ts, remote_ts = %remote_ts, encapsulation,
             inbound_spi = format_args!("{inbound_spi:08x}"), "starting Quick Mode");
 
@@ -989,7 +989,7 @@ impl IkeSa {
         initiated: bool,
         started: Instant,
     ) {
-        info!(tunnel = %self.tunnel, inbound_spi = format_args!("{:08x}", pair.inbound.spi),
+        debug!(tunnel = %self.tunnel, inbound_spi = format_args!("{:08x}", pair.inbound.spi),
             outbound_spi = format_args!("{:08x}", pair.outbound.spi), local_ts = %pair.local_ts,
             remote_ts = %pair.remote_ts, encapsulation = ?pair.encapsulation,
             cipher = ?pair.inbound.encryption, integrity = ?pair.inbound.integrity,
@@ -1008,14 +1008,14 @@ impl IkeSa {
         }) {
             let collision = old.established_at > started && old.initiated != initiated;
             if collision && new_key < collision_key(old.inbound, old.outbound) {
-                info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", old.inbound),
+                debug!(tunnel = %self.tunnel, kept = format_args!("{:08x}", old.inbound),
                     dropped = format_args!("{:08x}", pair.inbound.spi),
                     "rekey collision: keeping the earlier pair");
                 new_lost = true;
                 continue;
             }
             if collision {
-                info!(tunnel = %self.tunnel, kept = format_args!("{:08x}", pair.inbound.spi),
+                debug!(tunnel = %self.tunnel, kept = format_args!("{:08x}", pair.inbound.spi),
                     dropped = format_args!("{:08x}", old.inbound),
                     "rekey collision: keeping the new pair");
                 to_delete = Some(old.inbound);

@@ -169,7 +169,7 @@ impl IkeSa {
     pub(in crate::endpoint) fn on_delete(&mut self, cx: &mut Cx<'_>, d: &DeletePayload) {
         match d.protocol_id.0 {
             PROTO_ISAKMP => {
-                info!(tunnel = %self.tunnel, "peer deleted the ISAKMP SA");
+                debug!(tunnel = %self.tunnel, "peer deleted the ISAKMP SA");
                 cx.event(Event::Phase1Deleted {
                     tunnel: self.tunnel,
                 });
@@ -195,7 +195,7 @@ impl IkeSa {
                         self.actions.push(SaAction::PeerDeletedEsp { spi });
                         continue;
                     };
-                    info!(
+                    debug!(
                         tunnel = %self.tunnel,
                         spi = format_args!("{spi:08x}"),
                         "peer deleted an ESP SA pair",
@@ -264,7 +264,7 @@ impl IkeSa {
         else {
             return false;
         };
-        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+        debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
             "peer deleted an ESP SA pair made under an earlier ISAKMP SA");
         self.drop_child(cx, pos, false);
         self.revive_replaced(cx);
@@ -317,7 +317,7 @@ impl IkeSa {
                 "soft traffic limit of a pair already replaced: nothing to do");
             return true;
         }
-        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+        debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
             "ESP SA pair nears its traffic lifetime: negotiating a replacement");
         let selectors = (c.local_ts, c.remote_ts);
         self.timers.stop(Timer::ChildRekey(spi));
@@ -331,7 +331,7 @@ impl IkeSa {
         let Some(pos) = self.children.iter().position(|c| c.inbound == spi) else {
             return false;
         };
-        info!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
+        debug!(tunnel = %self.tunnel, spi = format_args!("{spi:08x}"),
             "ESP SA pair reached its traffic lifetime");
         self.drop_child(cx, pos, true);
         true
@@ -340,7 +340,7 @@ impl IkeSa {
     /// The ISAKMP SA's lifetime ended: tell the peer and stop, leaving the ESP SAs to
     /// their own lifetimes (RFC 2409 section 5.5 keeps them independent).
     pub(in crate::endpoint) fn expire_phase1(&mut self, cx: &mut Cx<'_>) {
-        info!(tunnel = %self.tunnel, children = self.children.len(), "ISAKMP SA lifetime ended");
+        debug!(tunnel = %self.tunnel, children = self.children.len(), "ISAKMP SA lifetime ended");
         if self.is_established() {
             let mut spi = self.cky_i.to_vec();
             spi.extend_from_slice(&self.cky_r);
@@ -361,7 +361,7 @@ impl IkeSa {
     /// The peer restarted (INITIAL-CONTACT on a newer SA): forget this SA and its ESP SAs
     /// without telling the peer, which no longer knows them.
     pub(in crate::endpoint) fn forget_stale(&mut self, cx: &mut Cx<'_>) {
-        info!(tunnel = %self.tunnel, children = self.children.len(),
+        debug!(tunnel = %self.tunnel, children = self.children.len(),
             "peer sent INITIAL-CONTACT on a new SA: dropping this older one");
         while !self.children.is_empty() {
             self.drop_child(cx, 0, false);
