@@ -68,6 +68,9 @@ pub(crate) enum ConfigError {
         /// What is wrong and what is allowed.
         problem: String,
     },
+    /// The file defines no tunnel.
+    #[error("no [[tunnel]] defined; at least one is needed")]
+    NoTunnel,
     /// A value of one tunnel is not acceptable.
     #[error("tunnel {tunnel:?}: {field}: {problem}")]
     Tunnel {
@@ -132,7 +135,10 @@ struct RawTunnel {
 
 /// Where the pre-shared key comes from: exactly one of the three.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with one of inline = \"KEY\", file = \"PATH\" or env = \"VARIABLE\""
+)]
 struct RawPsk {
     inline: Option<String>,
     file: Option<PathBuf>,
@@ -179,7 +185,10 @@ struct RawPhase2 {
 
 /// `pfs_group = 14` or `pfs_group = "none"`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a DH group number (1, 2, 5, 14-18, 22-24) or \"none\""
+)]
 enum RawPfs {
     Group(u16),
     Word(String),
@@ -459,6 +468,20 @@ pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// The control socket a config file names, without validating the rest (`status` needs
+/// only this, and should not need the tunnels' keys). Syntax errors are still errors.
+pub(crate) fn control_socket(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(raw.gateway.control_socket)
+}
+
 /// Parses and validates config text; `path` only labels errors.
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
@@ -515,10 +538,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     if raw.tunnels.is_empty() {
-        return Err(ConfigError::Gateway {
-            field: "tunnel".into(),
-            problem: "no [[tunnel]] defined; at least one is needed".into(),
-        });
+        return Err(ConfigError::NoTunnel);
     }
     let mut tunnels: Vec<Tunnel> = Vec::with_capacity(raw.tunnels.len());
     for (index, rt) in raw.tunnels.into_iter().enumerate() {
@@ -1802,6 +1822,36 @@ lifetime_seconds = 3600
         assert_eq!(weak_choices(&cfg.tunnels[0]), vec!["DH group 2".to_owned()]);
     }
 
+    /// Wrong types name the line (the TOML parser's error) and say what the field takes in
+    /// the file's own words, not the name of a Rust type; an empty file says what is
+    /// missing.
+    #[test]
+    fn type_errors_say_what_is_expected_in_the_files_words() {
+        let cases = [
+            (
+                "psk = { inline = \"k\" }",
+                "psk = \"k\"",
+                "a table with one of inline = \"KEY\", file = \"PATH\" or env = \"VARIABLE\"",
+            ),
+            (
+                "pfs_group = 14",
+                "pfs_group = true",
+                "a DH group number (1, 2, 5, 14-18, 22-24) or \"none\"",
+            ),
+        ];
+        for (good, bad, expected) in cases {
+            let e = parse_str(&minimal_with(good, bad)).unwrap_err().to_string();
+            assert!(e.starts_with("test.toml: "), "{e}");
+            assert!(e.contains(bad), "the line is quoted: {e}");
+            assert!(e.contains(expected), "{e}");
+            assert!(!e.contains("Raw"), "{e}");
+        }
+        assert_eq!(
+            parse_str("").unwrap_err().to_string(),
+            "no [[tunnel]] defined; at least one is needed"
+        );
+    }
+
     /// A configuration with every field set, each one valid.
     const FULL: &str = r#"
 [gateway]
@@ -1843,7 +1893,7 @@ subnets = ["10.1.255.88/29"]
 entries = [{ name = "hr", local = "10.1.255.92", remote = "192.168.10.15" }]
 "#;
 
-    /// Issue 10: every field wrong in turn gets an error that names it (and its tunnel), and
+    /// Every field wrong in turn gets an error that names it (and its tunnel), and
     /// nothing of the file is taken: `parse` returns the error, not a partial `Config`.
     #[test]
     fn every_field_wrong_in_turn_is_named() {
@@ -1875,6 +1925,8 @@ entries = [{ name = "hr", local = "10.1.255.92", remote = "192.168.10.15" }]
             ("authentication = [\"sha1\"]\npfs_group", "authentication = [\"crc\"]\npfs_group", "tunnel \"full\": phase2.authentication[0]: "),
             ("pfs_group = 14", "pfs_group = 7", "tunnel \"full\": phase2.pfs_group: "),
             ("pfs_group = 14", "pfs_group = \"maybe\"", "tunnel \"full\": phase2.pfs_group: "),
+            ("pfs_group = 14", "pfs_group = 99999", "test.toml: "),
+            ("psk = { inline = \"k\" }", "psk = \"k\"", "test.toml: "),
             ("lifetime_seconds = 3600", "lifetime_seconds = 1", "tunnel \"full\": phase2.lifetime_seconds: "),
             ("lifetime_kilobytes = 4000000", "lifetime_kilobytes = 0", "tunnel \"full\": phase2.lifetime_kilobytes: "),
             ("delay_seconds = 10", "delay_seconds = 0", "tunnel \"full\": dpd."),

@@ -7,7 +7,8 @@
 //! Commands:
 //! - `ipsec-gateway check CONFIG`: parse and validate a config, print what it means.
 //! - `ipsec-gateway run CONFIG [--wireshark-keys DIR]`: run the gateway (as root).
-//! - `ipsec-gateway status [--socket PATH]`: ask a running gateway for its tunnels' state.
+//! - `ipsec-gateway status [--socket PATH | CONFIG]`: ask a running gateway for its tunnels'
+//!   state.
 
 mod config;
 mod control;
@@ -52,10 +53,11 @@ enum Command {
     },
     /// Print the state of a running gateway's tunnels.
     Status {
-        /// The control socket (default: the one named in CONFIG, else /run/ipsec-gateway.sock).
+        /// The control socket (default: the one CONFIG names, else /run/ipsec-gateway.sock).
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
-        /// A config file whose gateway.control_socket to use.
+        /// A config file whose gateway.control_socket to use (only that setting is read,
+        /// so the tunnels' keys need not be at hand).
         config: Option<PathBuf>,
     },
 }
@@ -80,10 +82,15 @@ fn main() -> ExitCode {
         Command::Status { socket, config } => {
             let path = match (socket, config) {
                 (Some(s), _) => s,
-                (None, Some(c)) => match config::load(&c) {
-                    Ok(cfg) => cfg
-                        .control_socket
-                        .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET)),
+                (None, Some(c)) => match config::control_socket(&c) {
+                    Ok(Some(socket)) => socket,
+                    Ok(None) => {
+                        eprintln!(
+                            "error: {} names no gateway.control_socket: a gateway run with it has no control socket",
+                            c.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
                     Err(e) => {
                         eprintln!("error: {e}");
                         return ExitCode::FAILURE;
@@ -126,7 +133,8 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
     };
     print!("{}", config::describe(&cfg));
-    // What the IKE endpoint itself accepts (e.g. Aggressive Mode is not implemented yet).
+    // What `run` will do next, short of binding sockets: load each tunnel's PSK (from
+    // its file or environment variable) and build the IKE endpoint's tunnel config.
     let mut ok = true;
     for t in &cfg.tunnels {
         if let Err(e) = gateway::to_endpoint_config(t) {

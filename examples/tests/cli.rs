@@ -104,3 +104,42 @@ fn status_without_a_gateway_fails_clearly() {
         "{stderr}"
     );
 }
+
+/// `status CONFIG` reads only the control socket's path from CONFIG: the example's PSK
+/// variable need not be set (it fails on the missing gateway, not the key), and a config
+/// without a control socket says so instead of trying a default path.
+#[test]
+fn status_with_a_config_reads_only_its_control_socket() {
+    let out = Command::new(GATEWAY)
+        .arg("status")
+        .arg(EXAMPLE)
+        .env_remove("BRANCH_OFFICE_PSK")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: /run/ipsec-gateway.sock: "),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-socket.toml");
+    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    let without = example.replace("control_socket = \"/run/ipsec-gateway.sock\"\n", "");
+    assert_ne!(without, example);
+    std::fs::write(&path, without).unwrap();
+    let out = Command::new(GATEWAY)
+        .arg("status")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {} names no gateway.control_socket: a gateway run with it has no control socket\n",
+            path.display()
+        )
+    );
+}
