@@ -1,6 +1,6 @@
 //! ESP encapsulate and decapsulate through `ipsec_sa::dataplane` for 64, 512 and 1400-byte
 //! inner packets and three suites, each beside the bare cipher + MAC work on the same bytes
-//! (`ipsec_crypto::Cipher` + `Integrity`), measured in the same run. Target (issue 11):
+//! (`ipsec_crypto::Cipher` + `Integrity`), measured in the same run. Target:
 //! encapsulate at 1400 bytes <= 1.10 x bare cipher + MAC.
 //!
 //! The fast path allocates nothing in steady state: `ipsec-sa/tests/dataplane_alloc.rs`

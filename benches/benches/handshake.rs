@@ -1,7 +1,7 @@
 //! A complete Main Mode + Quick Mode (PSK, PFS) between our initiator and our responder in
 //! memory, for DH groups 2, 14 and 16, beside the Diffie-Hellman work the same handshake
 //! must do (two key pairs and two shared secrets per side: phase 1 and PFS), measured in
-//! the same run. Target (issue 11): handshake <= 1.3 x its DH work. The `report` bench
+//! the same run. Target: handshake <= 1.3 x its DH work. The `report` bench
 //! gives the same ratio from interleaved rounds, which holds up better on a loaded machine.
 
 #![allow(

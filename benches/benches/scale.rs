@@ -4,7 +4,7 @@
 //! beside the DH work each tunnel needs (measured in the same run), and the heap bytes the
 //! hub keeps per idle tunnel, from a counting global allocator: the drop in live bytes when
 //! the hub's endpoint and data plane are freed, divided by the tunnels.
-//! Target (issue 11): under 20 KiB per idle tunnel.
+//! Target: under 20 KiB per idle tunnel.
 //!
 //! `cargo bench -p ipsec-benches --bench scale` (`-- 200` for fewer tunnels).
 
