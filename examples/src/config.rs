@@ -266,6 +266,17 @@ pub(crate) enum Initiate {
     Wait,
 }
 
+impl fmt::Display for Initiate {
+    /// The word the config file uses.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Start => "start",
+            Self::OnTraffic => "on-traffic",
+            Self::Wait => "wait",
+        })
+    }
+}
+
 /// IKEv1 phase 1 exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase1Mode {
@@ -273,6 +284,16 @@ pub(crate) enum Phase1Mode {
     Main,
     /// Aggressive Mode (RFC 2409 section 5): identities in clear, a PSK hash offline-attackable.
     Aggressive,
+}
+
+impl fmt::Display for Phase1Mode {
+    /// The word the config file uses.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Main => "main",
+            Self::Aggressive => "aggressive",
+        })
+    }
 }
 
 /// A phase 1 identity (RFC 2407 section 4.6.2.1).
@@ -359,6 +380,18 @@ pub(crate) enum DpdAction {
     Restart,
 }
 
+impl fmt::Display for DpdAction {
+    /// The word the config file uses.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Clear => "clear",
+            Self::Hold => "hold",
+            Self::Restart => "restart",
+        })
+    }
+}
+
 /// Dead peer detection settings (RFC 3706).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Dpd {
@@ -390,6 +423,17 @@ pub(crate) enum PskSource {
     File(PathBuf),
     /// An environment variable.
     Env(String),
+}
+
+impl fmt::Display for PskSource {
+    /// Where the key comes from, as the config file says it; never the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("inline (in the config file)"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+            Self::Env(var) => write!(f, "env {var}"),
+        }
+    }
 }
 
 impl fmt::Debug for PskSource {
@@ -848,6 +892,14 @@ const INTEGRITY: [(&str, IntegrityAlgorithm); 5] = [
     ("md5", IntegrityAlgorithm::HmacMd5_96),
 ];
 
+/// The config file's word for `value` in `table` (the reverse of [`lookup`]).
+fn word<T: PartialEq>(table: &[(&'static str, T)], value: &T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, v)| v == value)
+        .map_or("?", |(w, _)| w)
+}
+
 fn lookup<T: Copy + PartialEq>(
     tunnel: &str,
     field: &str,
@@ -1270,7 +1322,7 @@ pub(crate) fn describe(cfg: &Config) -> String {
         };
         let _ = writeln!(
             s,
-            "tunnel {}: {} -> {}, initiate {:?}, {:?} mode, ids {} -> {}",
+            "tunnel {}: {} -> {}, initiate {}, {} mode, ids {} -> {}",
             t.name,
             t.local_address,
             t.remote_address,
@@ -1285,13 +1337,13 @@ pub(crate) fn describe(cfg: &Config) -> String {
             join(&t.local_subnets),
             join(&t.remote_subnets)
         );
-        let _ = writeln!(s, "  psk from {:?}", t.psk);
+        let _ = writeln!(s, "  psk from {}", t.psk);
         for p in &t.phase1.proposals {
             let _ = writeln!(
                 s,
-                "  phase 1: {:?} {:?} group {} lifetime {}s",
-                p.encryption,
-                p.hash,
+                "  phase 1: {} {} group {} lifetime {}s",
+                word(&CIPHERS, &p.encryption),
+                word(&HASHES, &p.hash),
                 p.dh_group.id(),
                 t.phase1.lifetime_seconds
             );
@@ -1307,15 +1359,17 @@ pub(crate) fn describe(cfg: &Config) -> String {
                 .map_or_else(String::new, |kb| format!(" or {kb} KiB"));
             let _ = writeln!(
                 s,
-                "  phase 2: {:?} {:?} {pfs} lifetime {}s{volume}",
-                p.encryption, p.integrity, t.phase2.lifetime_seconds
+                "  phase 2: {} {} {pfs} lifetime {}s{volume}",
+                word(&CIPHERS, &p.encryption),
+                word(&INTEGRITY, &p.integrity),
+                t.phase2.lifetime_seconds
             );
         }
         match t.dpd {
             Some(d) => {
                 let _ = writeln!(
                     s,
-                    "  dpd: delay {}s timeout {}s action {:?}",
+                    "  dpd: delay {}s timeout {}s action {}",
                     d.delay_seconds, d.timeout_seconds, d.action
                 );
             }

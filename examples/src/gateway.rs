@@ -803,7 +803,7 @@ impl Gateway {
         for t in &self.tunnels {
             let _ = writeln!(
                 s,
-                "tunnel {}: {} ({}s), {} -> {}, initiate {:?}",
+                "tunnel {}: {} ({}s), {} -> {}, initiate {}",
                 t.cfg.name,
                 phase_name(t.phase),
                 now.duration_since(t.since).as_secs(),

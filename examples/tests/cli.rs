@@ -32,20 +32,29 @@ fn check_describes_the_example_without_printing_the_key() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains(
-        "tunnel branch-office: 192.0.2.1 -> 198.51.100.2, initiate Start, Main mode, ids 192.0.2.1 -> 198.51.100.2"
+        "tunnel branch-office: 192.0.2.1 -> 198.51.100.2, initiate start, main mode, ids 192.0.2.1 -> 198.51.100.2"
     ), "{stdout}");
     assert!(
         stdout.contains("  subnets 10.1.0.0/24 <-> 10.2.0.0/24, 10.3.0.0/24"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("  psk from Env(\"BRANCH_OFFICE_PSK\")"),
+        stdout.contains("  psk from env BRANCH_OFFICE_PSK"),
         "{stdout}"
     );
     assert_eq!(stdout.matches("  phase 1: ").count(), 4, "{stdout}");
+    // Algorithms in the file's own words.
+    assert!(
+        stdout.contains("  phase 1: aes256 sha256 group 14 lifetime 28800s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  phase 2: aes128 sha1 PFS group 14 lifetime 3600s"),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("  phase 2: ").count(), 4, "{stdout}");
     assert!(
-        stdout.contains("  dpd: delay 10s timeout 30s action Restart"),
+        stdout.contains("  dpd: delay 10s timeout 30s action restart"),
         "{stdout}"
     );
     assert!(
