@@ -45,7 +45,10 @@
 //!
 //! Known limits: an ICMP error for a packet too big is built in a fresh buffer (rare);
 //! UDP GSO is switched off for the rest of the run after repeated send errors with it
-//! (kernels or devices without it), falling back to one datagram per `sendto`.
+//! (kernels or devices without it), falling back to one datagram per `sendto`. Datagrams
+//! larger than the route's MTU (inner packets without DF that only IP fragmentation can
+//! carry) cannot go with GSO (EMSGSIZE): runs of that size go one by one, without
+//! counting as GSO failures.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -536,6 +539,11 @@ struct EspSender {
     sockets: HashMap<IpAddr, OuterSockets>,
     gso: bool,
     gso_failures: u32,
+    /// The smallest segment size the kernel refused to send with GSO as too large
+    /// (EMSGSIZE: a datagram above the route's MTU, which only fragmentation can carry);
+    /// runs of that size or more go one datagram per send, and such refusals do not
+    /// count towards switching GSO off.
+    gso_too_big: usize,
 }
 
 impl EspSender {
@@ -544,6 +552,7 @@ impl EspSender {
             sockets,
             gso: true,
             gso_failures: 0,
+            gso_too_big: usize::MAX,
         }
     }
 
@@ -607,7 +616,7 @@ impl EspSender {
                     let mut count = 0;
                     let mut total = 0;
                     let mut j = i;
-                    while self.gso && count < GSO_MAX_SEGMENTS {
+                    while self.gso && segment < self.gso_too_big && count < GSO_MAX_SEGMENTS {
                         let Some(Verdict::Send {
                             packet: p,
                             local: l,
@@ -646,6 +655,16 @@ impl EspSender {
                     let iov = iov.get(..count).unwrap_or_default();
                     match net::send_gso(&s.natt, iov, segment, *remote).await {
                         Ok(_) => self.gso_failures = 0,
+                        Err(e) if e.raw_os_error() == Some(nix::libc::EMSGSIZE) => {
+                            self.gso_too_big = self.gso_too_big.min(segment);
+                            debug!(%remote, segments = count, segment,
+                                "UDP GSO refused this segment size; such runs go one by one: {e}");
+                            for data in iov {
+                                if let Err(e) = s.natt.send_to(data, *remote).await {
+                                    debug!(%remote, "sending ESP failed: {e}");
+                                }
+                            }
+                        }
                         Err(e) => {
                             self.gso_failures += 1;
                             debug!(%remote, segments = count, segment,
