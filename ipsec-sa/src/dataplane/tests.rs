@@ -1464,67 +1464,20 @@ fn split_halves_report_lifetime_events_of_their_own_direction() {
     assert!(stats.soft_expired && stats.hard_expired);
 }
 
-/// Two identical senders and one receiver per pair: `single` encapsulates one packet at a
-/// time, `batch` the same packets in one `encapsulate_batch`, both with the same random
-/// numbers. Two pairs (10.2/24 and 10.4/24) so that runs of one SA alternate.
-struct BatchBench {
-    single: DataPlane,
-    batch: DataPlane,
-    receiver: DataPlane,
-}
-
-impl BatchBench {
-    fn new(enc: Enc, integ: Integ) -> Self {
-        let (ours_2, theirs_2) = pair_and_mirror(
-            enc,
-            integ,
-            0xc000_0001,
-            0xd000_0001,
-            cidr("10.1.0.0/24"),
-            cidr("10.2.0.0/24"),
-        );
-        let (ours_4, theirs_4) = pair_and_mirror(
-            enc,
-            integ,
-            0xc000_0004,
-            0xd000_0004,
-            cidr("10.1.0.0/24"),
-            cidr("10.4.0.0/24"),
-        );
-        let sender = || {
-            let mut a = DataPlane::new(DataPlaneConfig::default());
-            a.add_policy(protect("10.1.0.0/24", "10.2.0.0/24"));
-            a.add_policy(protect("10.1.0.0/24", "10.4.0.0/24"));
-            a.add_policy(Policy {
-                local: cidr("10.1.0.0/24"),
-                remote: cidr("10.9.0.0/24"),
-                action: PolicyAction::Bypass,
-                priority: 10,
-            });
-            a.install(&ours_2).unwrap();
-            a.install(&ours_4).unwrap();
-            a
-        };
-        let mut receiver = DataPlane::new(DataPlaneConfig::default());
-        receiver.add_policy(protect("10.2.0.0/24", "10.1.0.0/24"));
-        receiver.add_policy(protect("10.4.0.0/24", "10.1.0.0/24"));
-        receiver.install(&theirs_2).unwrap();
-        receiver.install(&theirs_4).unwrap();
-        Self {
-            single: sender(),
-            batch: sender(),
-            receiver,
-        }
-    }
-}
-
 /// `encapsulate_batch` gives every packet the result and the bytes `encapsulate` gives it,
 /// for every cipher, across groups of lanes, alternating SAs, mixed sizes and packets that
 /// are bypassed, have no policy or are malformed; the receiver opens each protected one.
 #[test]
 fn batch_encapsulation_equals_one_at_a_time() {
     for enc in Enc::ALL {
-        let mut t = BatchBench::new(enc, Integ::HmacSha1_96);
+        // `single` seals one packet at a time, `batch` the same packets in one call, both
+        // with the same random numbers; two pairs, so that runs of one SA alternate.
+        let (mut single, mut batch, mut receiver) = batch_twins(
+            enc,
+            Integ::HmacSha1_96,
+            DataPlaneConfig::default(),
+            Lifetime::default(),
+        );
         let mut inners: Vec<Vec<u8>> = Vec::new();
         for i in 0..21usize {
             let dst = match i % 7 {
@@ -1547,15 +1500,14 @@ fn batch_encapsulation_equals_one_at_a_time() {
         let mut one: Vec<(Vec<u8>, Result<Outbound, DropError>)> = Vec::new();
         for inner in &inners {
             let (mut buf, range) = framed(inner);
-            let r = t.single.encapsulate(&mut buf, range, &mut rng);
+            let r = single.encapsulate(&mut buf, range, &mut rng);
             one.push((buf, r));
         }
 
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let mut packets: Vec<(Vec<u8>, Range<usize>)> = inners.iter().map(framed).collect();
         let mut results = Vec::new();
-        t.batch
-            .encapsulate_batch(&mut packets, &mut rng, &mut results);
+        batch.encapsulate_batch(&mut packets, &mut rng, &mut results);
 
         assert_eq!(results.len(), inners.len());
         let mut protected = 0;
@@ -1570,7 +1522,7 @@ fn batch_encapsulation_equals_one_at_a_time() {
                     "{enc:?} {i}"
                 );
                 let mut esp = batch_buf[tx.packet.clone()].to_vec();
-                let opened = t.receiver.decapsulate(&mut esp).unwrap();
+                let opened = receiver.decapsulate(&mut esp).unwrap();
                 assert_eq!(esp[opened.inner], inners[i][..], "{enc:?} {i}");
                 protected += 1;
             }
@@ -1579,10 +1531,10 @@ fn batch_encapsulation_equals_one_at_a_time() {
         assert!(matches!(results[5], Ok(Outbound::Bypass { .. })));
         assert!(matches!(results[9], Err(DropError::NoPolicy { .. })));
         assert!(matches!(results[13], Err(DropError::MalformedInner { .. })));
-        assert_eq!(t.batch.drop_counters(), t.single.drop_counters());
-        assert_eq!(t.batch.drop_counters().total(), 2);
+        assert_eq!(batch.drop_counters(), single.drop_counters());
+        assert_eq!(batch.drop_counters().total(), 2);
         let stats = |p: &DataPlane| p.pairs().map(|s| s.outbound).collect::<Vec<_>>();
-        assert_eq!(stats(&t.batch), stats(&t.single));
+        assert_eq!(stats(&batch), stats(&single));
     }
 }
 
