@@ -141,8 +141,10 @@ mod lab {
     pub(crate) fn on_traffic() {
         let mut lab = Lab::up("t");
         lab.start_gateway("on-traffic", "", &[]);
-        let ready = wait_for(Duration::from_secs(10), || lab.status().status.success());
-        assert!(ready, "the gateway did not come up within 10 s");
+        assert!(
+            lab.gateway_ready(),
+            "the gateway did not come up within 10 s"
+        );
 
         // Idle: no SA anywhere after two seconds.
         std::thread::sleep(Duration::from_secs(2));
@@ -253,23 +255,12 @@ mod lab {
             Initiator::Gateway => start_gateway_with_lifetime(&mut lab, "start", 6),
             Initiator::StrongSwan => start_gateway_with_lifetime(&mut lab, "wait", 12),
         }
-        let ready = wait_for(Duration::from_secs(10), || lab.status().status.success());
-        assert!(ready, "the gateway did not come up within 10 s");
+        assert!(
+            lab.gateway_ready(),
+            "the gateway did not come up within 10 s"
+        );
         if initiator == Initiator::StrongSwan {
-            let out = lab.swanctl(&[
-                "--initiate",
-                "--ike",
-                "lab",
-                "--child",
-                "net",
-                "--timeout",
-                "20",
-            ]);
-            assert!(
-                out.status.success(),
-                "swanctl --initiate: {}",
-                text(&out.stdout)
-            );
+            lab.swan_initiate("20").unwrap();
         }
         let up = wait_for(Duration::from_secs(20), || {
             lab.list_sas().contains("INSTALLED")
@@ -931,25 +922,13 @@ c.recv(1)
         );
 
         // The gateway is ready when its control socket answers.
-        let ready = wait_for(Duration::from_secs(10), || lab.status().status.success());
-        assert!(ready, "the gateway did not come up within 10 s");
+        assert!(
+            lab.gateway_ready(),
+            "the gateway did not come up within 10 s"
+        );
 
         if initiator == Initiator::StrongSwan {
-            let out = lab.swanctl(&[
-                "--initiate",
-                "--ike",
-                "lab",
-                "--child",
-                "net",
-                "--timeout",
-                "20",
-            ]);
-            assert!(
-                out.status.success(),
-                "swanctl --initiate failed:\n{}{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
+            lab.swan_initiate("20").unwrap();
         }
         let up = wait_for(Duration::from_secs(20), || {
             lab.list_sas().contains("INSTALLED")
