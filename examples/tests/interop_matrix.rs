@@ -1122,7 +1122,7 @@ fn rejects_peer_phase1_proposal_it_does_not_offer_and_says_why() {
         &[("LAB_IKE_PROPOSALS", "aes256-sha512-modp4096".to_owned())],
         "10.2.0.0/24",
         true,
-        "last error: no acceptable proposal: peer offered AesCbc256/Sha512/group 16 (phase 1); we accept AesCbc128/Sha1/group 14",
+        "last error: no acceptable proposal: peer offered AES-256-CBC/SHA2-512/group 16 (phase 1); we accept AES-128-CBC/SHA1/group 14",
     );
 }
 

@@ -18,6 +18,19 @@ pub enum EncryptionAlgorithm {
     AesCbc256,
 }
 
+impl core::fmt::Display for EncryptionAlgorithm {
+    /// The usual name (as in RFC 3602 and strongSwan's logs): `AES-128-CBC`, `3DES-CBC`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::DesCbc => "DES-CBC",
+            Self::TripleDesCbc => "3DES-CBC",
+            Self::AesCbc128 => "AES-128-CBC",
+            Self::AesCbc192 => "AES-192-CBC",
+            Self::AesCbc256 => "AES-256-CBC",
+        })
+    }
+}
+
 impl EncryptionAlgorithm {
     /// Every supported cipher, strongest last.
     pub const ALL: [Self; 5] = [
@@ -78,6 +91,19 @@ pub enum HashAlgorithm {
     Sha512,
 }
 
+impl core::fmt::Display for HashAlgorithm {
+    /// The usual name: `MD5`, `SHA1`, `SHA2-256`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Md5 => "MD5",
+            Self::Sha1 => "SHA1",
+            Self::Sha256 => "SHA2-256",
+            Self::Sha384 => "SHA2-384",
+            Self::Sha512 => "SHA2-512",
+        })
+    }
+}
+
 impl HashAlgorithm {
     /// Every supported hash.
     pub const ALL: [Self; 5] = [
@@ -127,6 +153,19 @@ pub enum IntegrityAlgorithm {
     HmacSha384_192,
     /// HMAC-SHA2-512-256 (RFC 4868).
     HmacSha512_256,
+}
+
+impl core::fmt::Display for IntegrityAlgorithm {
+    /// The RFC name: `HMAC-SHA1-96` (RFC 2404), `HMAC-SHA2-256-128` (RFC 4868).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::HmacMd5_96 => "HMAC-MD5-96",
+            Self::HmacSha1_96 => "HMAC-SHA1-96",
+            Self::HmacSha256_128 => "HMAC-SHA2-256-128",
+            Self::HmacSha384_192 => "HMAC-SHA2-384-192",
+            Self::HmacSha512_256 => "HMAC-SHA2-512-256",
+        })
+    }
 }
 
 impl IntegrityAlgorithm {

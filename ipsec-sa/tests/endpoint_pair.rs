@@ -305,7 +305,7 @@ fn rejects_phase1_proposal_mismatch_with_no_proposal_chosen() {
     let right = failures(&net.right.events);
     assert_eq!(right.len(), 1, "{right:?}");
     assert!(
-        right[0].starts_with("no acceptable proposal: peer offered AesCbc256/Sha1/group 14"),
+        right[0].starts_with("no acceptable proposal: peer offered AES-256-CBC/SHA1/group 14"),
         "{}",
         right[0]
     );

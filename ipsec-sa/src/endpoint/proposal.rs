@@ -163,14 +163,14 @@ fn cipher_from(
 
 /// Readable "AES-CBC-128/SHA1/MODP-2048" style text for logs and errors.
 pub(crate) fn describe_p1(p: &Phase1Proposal) -> String {
-    format!("{:?}/{:?}/group {}", p.encryption, p.hash, p.group.id())
+    format!("{}/{}/group {}", p.encryption, p.hash, p.group.id())
 }
 
 /// Readable text for a phase-2 proposal.
 pub(crate) fn describe_p2(p: &Phase2Proposal, pfs: Option<DhGroup>) -> String {
     match pfs {
-        Some(g) => format!("{:?}/{:?}/PFS group {}", p.encryption, p.integrity, g.id()),
-        None => format!("{:?}/{:?}/no PFS", p.encryption, p.integrity),
+        Some(g) => format!("{}/{}/PFS group {}", p.encryption, p.integrity, g.id()),
+        None => format!("{}/{}/no PFS", p.encryption, p.integrity),
     }
 }
 
