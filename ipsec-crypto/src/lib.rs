@@ -4,7 +4,10 @@
 //! Appendix B); it knows nothing of messages or SAs. It performs no I/O and reads no
 //! clock; randomness comes from a caller-supplied RNG so that runs are reproducible.
 //!
-//! - [`Cipher`]: DES, 3DES and AES CBC in place on the caller's buffer (RFC 2405, 2451, 3602).
+//! - [`Cipher`]: DES, 3DES and AES CBC in place on the caller's buffer (RFC 2405, 2451, 3602);
+//!   [`Cipher::encrypt_cbc_many`] encrypts several buffers side by side, up to
+//!   [`CBC_LANES`] at once for AES, so that the serial chain of CBC encryption does not
+//!   leave the AES-NI pipeline idle (about 3-5x less AES time per packet in a batch).
 //! - [`hash()`], [`Prf`]: the bare hash (IVs) and HMAC, the IKEv1 PRF (RFC 2104, 2409).
 //! - [`Integrity`]: truncated HMAC ICVs for ESP (RFC 2403, 2404, 4868).
 //! - [`DhPrivateKey`]: MODP Diffie-Hellman, groups 1, 2, 5, 14-18, 22-24
@@ -50,7 +53,8 @@
 //!   the `hmac` 0.12 state cannot be wiped; this costs two extra compression-function calls
 //!   per MAC. Stack copies made inside the RustCrypto hash and cipher crates during a call,
 //!   and the window table inside `crypto-bigint`'s exponentiation, are not wiped by us.
-//! - The CBC key schedule is cloned per call (cheap, and the clone wipes itself on drop).
+//! - The CBC key schedule is cloned per call of the one-buffer functions (cheap, and the
+//!   clone wipes itself on drop); `encrypt_cbc_many` uses it in place.
 //! - DES and 3DES come from the `des` crate, which is slow: encrypting 1504 bytes took
 //!   68 us (DES) and 217 us (3DES) against about 2 us for AES-CBC with AES-NI on the VM
 //!   above (release build). They are here for interoperability only.
