@@ -21,10 +21,10 @@
 //! (once per half) when both directions cross a limit; the events carry the inbound SPI,
 //! and [`crate::endpoint::Endpoint`] acts once however often it hears of a pair (a second
 //! soft report while the replacement is negotiated starts no second Quick Mode, a second
-//! hard report finds the pair gone). A half that reached a hard limit refuses traffic in its direction only;
-//! the other direction stops when the control plane removes the pair, which it does on
-//! [`Event::HardLifetime`]. `DataPlane` hides both differences: it reports each pair once
-//! and retires both directions at once.
+//! hard report finds the pair gone). A half that reached a hard limit refuses traffic in
+//! its direction only; the other direction stops when the control plane removes the pair,
+//! which it does on [`Event::HardLifetime`]. `DataPlane` hides both differences: it
+//! reports each pair once and retires both directions at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -500,7 +500,7 @@ impl OutboundPlane {
             };
             if let Err(e) = protected {
                 for p in group {
-                    self.drops.count(e.reason());
+                    self.count_drop(&e);
                     if let Some(slot) = results.get_mut(p.index) {
                         *slot = Err(e);
                     }
