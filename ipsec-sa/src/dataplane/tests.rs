@@ -1590,6 +1590,26 @@ struct SendOutcome {
     pairs: Vec<SaPairStats>,
 }
 
+/// The events of pair 0xc000_0001 (policy 0) reaching first the soft, then the hard
+/// `limit`.
+fn soft_then_hard(limit: LimitKind) -> Vec<Event> {
+    let (policy, inbound_spi, outbound_spi) = (PolicyId(0), 0xc000_0001, 0xd000_0001);
+    vec![
+        Event::SoftLifetime {
+            policy,
+            inbound_spi,
+            outbound_spi,
+            limit,
+        },
+        Event::HardLifetime {
+            policy,
+            inbound_spi,
+            outbound_spi,
+            limit,
+        },
+    ]
+}
+
 /// Two identical senders with pairs 0xc000_0001 (10.2/24) and 0xc000_0004 (10.4/24), a
 /// BYPASS policy for 10.9/24 and a receiver for both pairs (no limits of its own).
 fn batch_twins(
@@ -1781,25 +1801,7 @@ fn batch_crossing_soft_and_hard_kilobyte_limits_equals_one_at_a_time() {
                     kilobytes: 3
                 })
             );
-            let limit = LimitKind::Kilobytes;
-            let (policy, inbound_spi, outbound_spi) = (PolicyId(0), 0xc000_0001, 0xd000_0001);
-            assert_eq!(
-                out.events,
-                vec![
-                    Event::SoftLifetime {
-                        policy,
-                        inbound_spi,
-                        outbound_spi,
-                        limit
-                    },
-                    Event::HardLifetime {
-                        policy,
-                        inbound_spi,
-                        outbound_spi,
-                        limit
-                    },
-                ]
-            );
+            assert_eq!(out.events, soft_then_hard(LimitKind::Kilobytes));
             assert_eq!(out.drops.get(DropReason::LifetimeExpired), 3);
             assert_eq!(out.drops.total(), 3);
             let p2 = &out.pairs[0];
@@ -1867,25 +1869,7 @@ fn batch_running_out_of_sequence_numbers_equals_one_at_a_time() {
                 out.results[4],
                 Err(DropError::SequenceExhausted { spi: 0xd000_0001 })
             );
-            let limit = LimitKind::SequenceNumbers;
-            let (policy, inbound_spi, outbound_spi) = (PolicyId(0), 0xc000_0001, 0xd000_0001);
-            assert_eq!(
-                out.events,
-                vec![
-                    Event::SoftLifetime {
-                        policy,
-                        inbound_spi,
-                        outbound_spi,
-                        limit
-                    },
-                    Event::HardLifetime {
-                        policy,
-                        inbound_spi,
-                        outbound_spi,
-                        limit
-                    },
-                ]
-            );
+            assert_eq!(out.events, soft_then_hard(LimitKind::SequenceNumbers));
             // Later packets of the retired pair are refused for the limit that retired it.
             assert_eq!(
                 out.results[6],
